@@ -1,0 +1,237 @@
+"""Per-class settings of NSA (paper Table 4) and the quick/full modes.
+
+Book chapter: *Synthetic anomalies* (the Table 4 page is generated from ``TABLE4``).
+
+One flat, frozen :class:`Config` holds everything a run needs: the synthesis
+hyperparameters of Table 4, the method and label type, the augmentation and the
+training schedule.  ``get_config(name)`` builds a validated one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw",
+           "toothbrush", "transistor", "zipper")
+TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
+MVTEC_CLASSES = OBJECTS + TEXTURES
+XRAY = ("rcxr_male", "rcxr_female")
+METHODS = ("nsa", "cutpaste", "fpi", "pii")
+LABELS = ("binary", "continuous", "logistic")
+VARIANTS = (None, "A", "B", "C", "D")
+MODES = ("quick", "full")
+
+# Paper Table 4, column for column:
+# n_max, (h_min, h_max), (w_min, w_max), b, t_brightness, t_object, t_overlap,
+# (s_min, s_max), y0, k.  ``None`` = no background constraints ("N/A" in the paper).
+_NO_BG = (None, None, None, None)
+TABLE4 = {
+    "bottle":      (3, (0.06, 0.80), (0.06, 0.80), (200, 60, 0.70, 0.25), (0.7, 1.3), 24, 1 / 12),
+    "cable":       (3, (0.10, 0.80), (0.10, 0.80), _NO_BG, (0.7, 1.3), 24, 1 / 12),
+    "capsule":     (3, (0.06, 0.30), (0.06, 0.80), (200, 60, 0.70, 0.25), (0.7, 1.3), 4, 1 / 2),
+    "hazelnut":    (3, (0.06, 0.70), (0.06, 0.70), (20, 20, 0.70, 0.25), (0.7, 1.3), 24, 1 / 12),
+    "metal_nut":   (3, (0.06, 0.80), (0.06, 0.80), (20, 20, 0.50, 0.25), (0.7, 1.3), 7, 1 / 3),
+    "pill":        (3, (0.06, 0.40), (0.06, 0.80), (20, 20, 0.70, 0.25), (0.7, 1.3), 7, 1 / 3),
+    "screw":       (4, (0.06, 0.24), (0.06, 0.24), (200, 60, 0.50, 0.25), (0.7, 1.3), 3, 1),
+    "toothbrush":  (3, (0.06, 0.80), (0.06, 0.40), (20, 20, 0.25, 0.25), (0.7, 1.3), 15, 1 / 6),
+    "transistor":  (3, (0.06, 0.80), (0.06, 0.80), _NO_BG, (0.7, 1.3), 15, 1 / 6),
+    "zipper":      (4, (0.06, 0.80), (0.06, 0.40), (200, 60, 0.70, 0.25), (0.7, 1.3), 15, 1 / 6),
+    "carpet":      (4, (0.06, 0.80), (0.06, 0.80), _NO_BG, (0.5, 2.0), 7, 1 / 3),
+    "grid":        (4, (0.06, 0.80), (0.06, 0.80), _NO_BG, (0.5, 2.0), 7, 1 / 3),
+    "leather":     (4, (0.06, 0.80), (0.06, 0.80), _NO_BG, (0.5, 2.0), 7, 1 / 3),
+    "tile":        (4, (0.06, 0.80), (0.06, 0.80), _NO_BG, (0.5, 2.0), 7, 1 / 3),
+    "wood":        (4, (0.06, 0.80), (0.06, 0.80), _NO_BG, (0.5, 2.0), 15, 1 / 6),
+    "rcxr_male":   (3, (0.06, 0.80), (0.06, 0.80), (0, 20, 0.70, 0.70), (0.7, 1.3), 4, 1 / 2),
+    "rcxr_female": (3, (0.06, 0.80), (0.06, 0.80), (0, 20, 0.70, 0.70), (0.7, 1.3), 4, 1 / 2),
+}
+#: Settings for data that is not in Table 4 (a user's own images, the embedded
+#: solar cells and textures): no background constraints, the texture scale range
+#: of objects and the moderate logistic curve the paper uses for most textures.
+DEFAULT_SETTINGS = (3, (0.06, 0.80), (0.06, 0.80), _NO_BG, (0.7, 1.3), 7, 1 / 3)
+
+LONG_TRAINING = ("hazelnut", "metal_nut", "screw")  # 560 epochs instead of 320
+UNALIGNED = ("bottle", "hazelnut", "metal_nut", "screw")  # random rotation up to 5 degrees
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one training run needs. Build it with :func:`get_config`.
+
+    Synthesis fields use the paper's names (Table 4, eq. 5-14); sizes are
+    fractions of the image side, brightness values are on the 0-255 scale.
+    """
+
+    name: str
+    kind: str  # "object", "texture" or "xray"
+    # --- synthesis (Table 4) ---
+    n_max: int
+    h_min: float
+    h_max: float
+    w_min: float
+    w_max: float
+    background: Optional[float]  # b
+    t_brightness: Optional[float]
+    t_object: Optional[float]
+    t_overlap: Optional[float]
+    s_min: float
+    s_max: float
+    y0: float
+    k: float
+    blend: str  # "normal" (source gradients, eq. 3) or "mixed" (eq. 4)
+    method: str = "nsa"
+    label: str = "logistic"
+    variant: Optional[str] = None  # Table 7 ablations A-D
+    max_tries: int = 200
+    # --- data and augmentation (paper Sec. 4.1) ---
+    resize: int = 256
+    crop: Optional[int] = 230  # centre crop before the random crop (objects)
+    image_size: int = 224
+    rotation: float = 0.0
+    vflip: bool = False
+    normalize: str = "imagenet"  # or "none" (chest X-rays)
+    # --- training (paper Sec. 4.1) ---
+    epochs: int = 320
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_min: float = 1e-6
+    mode: str = "full"
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def has_background_constraints(self) -> bool:
+        """True when eq. 8, 11 and 12 apply (Table 4 gives values, variant A is off)."""
+        return self.t_object is not None and self.variant != "A"
+
+    @property
+    def loss(self) -> str:
+        """``"mse"`` for unbounded continuous labels (eq. 16), else ``"bce"`` (eq. 15)."""
+        return "mse" if (self.method == "nsa" and self.label == "continuous") else "bce"
+
+    def replace(self, **changes) -> "Config":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _validate(c: Config) -> None:
+    _check(c.kind in ("object", "texture", "xray"),
+           f"kind must be 'object', 'texture' or 'xray', got {c.kind!r}")
+    _check(c.method in METHODS, f"method must be one of {METHODS}, got {c.method!r}")
+    _check(c.label in LABELS, f"label must be one of {LABELS}, got {c.label!r}")
+    _check(c.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {c.variant!r}")
+    _check(c.blend in ("normal", "mixed"), f"blend must be 'normal' or 'mixed', got {c.blend!r}")
+    _check(c.mode in MODES, f"mode must be one of {MODES}, got {c.mode!r}")
+    _check(isinstance(c.n_max, int) and c.n_max >= 1, f"n_max must be an integer >= 1, got {c.n_max!r}")
+    for axis in ("h", "w"):
+        lo, hi = getattr(c, f"{axis}_min"), getattr(c, f"{axis}_max")
+        _check(0 < lo <= hi <= 1,
+               f"{axis}_min and {axis}_max must satisfy 0 < {axis}_min <= {axis}_max <= 1, got {lo}, {hi}")
+    _check(0 < c.s_min <= c.s_max, f"s_min and s_max must satisfy 0 < s_min <= s_max, got {c.s_min}, {c.s_max}")
+    _check(c.k > 0, f"k (logistic steepness) must be > 0, got {c.k}")
+    bg = (c.background, c.t_brightness, c.t_object, c.t_overlap)
+    _check(all(v is None for v in bg) or all(v is not None for v in bg),
+           "background, t_brightness, t_object and t_overlap must be all set or all None, got "
+           f"{bg}")
+    if c.t_object is not None:
+        _check(0 <= c.background <= 255, f"background b must be in [0, 255], got {c.background}")
+        _check(0 <= c.t_brightness <= 255, f"t_brightness must be in [0, 255], got {c.t_brightness}")
+        _check(0 <= c.t_object < 1, f"t_object must be in [0, 1), got {c.t_object}")
+        _check(0 <= c.t_overlap < 1, f"t_overlap must be in [0, 1), got {c.t_overlap}")
+    _check(c.max_tries >= 1, f"max_tries must be >= 1, got {c.max_tries}")
+    _check(c.image_size % 32 == 0 and c.image_size >= 32,
+           f"image_size must be a positive multiple of 32 (the encoder's stride), got {c.image_size}")
+    _check(c.resize >= c.image_size, f"resize ({c.resize}) must be >= image_size ({c.image_size})")
+    if c.crop is not None:
+        _check(c.image_size <= c.crop <= c.resize,
+               f"crop must lie between image_size and resize, got {c.crop}")
+    _check(c.normalize in ("imagenet", "none"), f"normalize must be 'imagenet' or 'none', got {c.normalize!r}")
+    _check(c.epochs >= 1 and c.batch_size >= 1, "epochs and batch_size must be >= 1")
+    _check(0 < c.lr_min <= c.lr, f"need 0 < lr_min <= lr, got {c.lr_min}, {c.lr}")
+
+
+def _kind(name: str) -> str:
+    if name in TEXTURES or name.startswith("texture_"):
+        return "texture"
+    if name in XRAY:
+        return "xray"
+    return "object"
+
+
+def default_mode(requested: Optional[str] = None) -> str:
+    """The run mode: ``requested`` if it is "quick" or "full", else ``$NSA_MODE`` if set,
+    else "full" on a CUDA machine and "quick" elsewhere (never hours of training on a CPU
+    by accident)."""
+    for mode in (requested, os.environ.get("NSA_MODE")):
+        if mode and mode != "auto":
+            _check(mode in MODES, f"mode must be 'quick', 'full' or 'auto', got {mode!r}")
+            return mode
+    import torch
+
+    return "full" if torch.cuda.is_available() else "quick"
+
+
+def _scaled_sizes(fields: dict, image_size: int) -> dict:
+    """Resize and crop sizes scaled with the input size, keeping the paper's ratios."""
+    scale = image_size / fields.get("image_size", 224)
+    crop = fields.get("crop", 230)
+    return dict(image_size=image_size, resize=round(fields.get("resize", 256) * scale),
+                crop=None if crop is None else round(crop * scale))
+
+
+def get_config(name: str, *, method: str = "nsa", label: str = "logistic",
+               variant: Optional[str] = None, mode: str = "full",
+               kind: Optional[str] = None, image_size: Optional[int] = None,
+               **overrides) -> Config:
+    """The validated config for a class.
+
+    ``name`` is an MVTec AD class (``"bottle"``), ``"rcxr_male"``/``"rcxr_female"``,
+    or any other name (your own data, the embedded datasets), which gets
+    :data:`DEFAULT_SETTINGS` and ``kind`` (default ``"object"``; names starting
+    with ``texture_`` are textures).  ``mode="quick"`` shrinks images to 128 px,
+    batches to 16 and training to 10 epochs so that a laptop CPU runs it.
+    ``image_size`` changes the model's input size and scales the resize and
+    crop sizes of the paper's augmentation with it (256/224 and 230/224 for
+    objects, 264/256 for textures).
+
+    >>> get_config("bottle").blend, get_config("carpet").blend
+    ('normal', 'mixed')
+    """
+    _check(isinstance(name, str) and name.strip() != "", f"class name must be a non-empty string, got {name!r}")
+    _check(mode in MODES, f"mode must be one of {MODES}, got {mode!r}")
+    kind = kind or _kind(name)
+    n_max, (h_min, h_max), (w_min, w_max), (b, tb, tobj, tov), (s_min, s_max), y0, k = \
+        TABLE4.get(name, DEFAULT_SETTINGS)
+    if name not in TABLE4 and kind == "texture":
+        s_min, s_max = 0.5, 2.0
+    fields = dict(
+        name=name, kind=kind, n_max=n_max, h_min=h_min, h_max=h_max, w_min=w_min, w_max=w_max,
+        background=b, t_brightness=tb, t_object=tobj, t_overlap=tov, s_min=s_min, s_max=s_max,
+        y0=float(y0), k=float(k), blend="normal" if kind == "object" else "mixed",
+        method=method, label=label, variant=variant, mode=mode,
+    )
+    if kind == "texture":
+        fields.update(resize=264, crop=None, image_size=256, vflip=True)
+    if kind == "xray":
+        fields.update(rotation=3.0, normalize="none", epochs=240)
+    if name in UNALIGNED:
+        fields["rotation"] = 5.0
+    if name in LONG_TRAINING:
+        fields["epochs"] = 560
+    if variant == "B":
+        fields["n_max"] = 1
+    if mode == "quick" and image_size is None:
+        fields.update(epochs=10, batch_size=16)
+        image_size = 128
+    if image_size is not None:
+        fields.update(_scaled_sizes(fields, image_size))
+    fields.update(overrides)
+    return Config(**fields)

@@ -1,0 +1,141 @@
+"""Anomaly maps for a test set and the paper's metrics on them (paper Sec. 4.2, App. B.2).
+
+Book chapter: *Evaluation*.
+
+As the authors evaluate: test images and masks are resized to the evaluation
+resolution (256 in full mode; masks nearest-neighbour).  Object classes are seen
+by the model as their centre ``image_size`` crop and the map is zero-padded back
+to the full resolution before pixel metrics; texture classes are seen whole.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .config import Config
+from .data import Category, load_test_item, to_tensor
+from .metrics import au_pro, image_auroc, pixel_auroc
+
+
+def eval_size(config: Config) -> int:
+    """Side of the square images the metrics are computed at (256 for the paper's settings)."""
+    return config.resize if config.crop is not None else config.image_size
+
+
+def _centre(size: int, crop: int) -> slice:
+    start = (size - crop) // 2
+    return slice(start, start + crop)
+
+
+@torch.no_grad()
+def predict_maps(model: torch.nn.Module, images: np.ndarray, config: Config,
+                 device: str | torch.device = "cpu", batch_size: int = 16) -> np.ndarray:
+    """Pixel anomaly maps (N x S x S, float32) for uint8 images N x S x S x 3 at ``eval_size``.
+
+    Objects: the model sees the centre ``image_size`` crop; the rest of the map is 0.
+    """
+    n, size = len(images), images.shape[1]
+    window = _centre(size, config.image_size) if size != config.image_size else slice(0, size)
+    maps = np.zeros(images.shape[:3], np.float32)
+    model.eval()
+    for start in range(0, n, batch_size):
+        batch = torch.stack([to_tensor(img[window, window], config.normalize)
+                             for img in images[start:start + batch_size]]).to(device)
+        maps[start:start + len(batch), window, window] = model(batch)[:, 0].float().cpu().numpy()
+    return maps
+
+
+def load_test_set(category: Category, config: Config):
+    """Test images, masks and labels at the evaluation resolution."""
+    size = eval_size(config)
+    pairs = [load_test_item(item, size) for item in category.test]
+    images = np.stack([p[0] for p in pairs])
+    masks = np.stack([p[1] for p in pairs])
+    labels = np.array([item.label for item in category.test])
+    return images, masks, labels
+
+
+def compute_metrics(labels: np.ndarray, maps: np.ndarray, masks: Optional[np.ndarray]) -> dict:
+    """Image AUROC (mean of the map), pixel AUROC and AU-PRO up to FPR 0.3.
+
+    Without masks (``masks is None``) the pixel metrics are ``None``.
+    """
+    result = {"image_auroc": image_auroc(labels, maps), "pixel_auroc": None, "au_pro": None,
+              "n_normal": int((labels == 0).sum()), "n_anomalous": int((labels == 1).sum()),
+              "resolution": int(maps.shape[1])}
+    if masks is not None:
+        result["pixel_auroc"] = pixel_auroc(masks, maps)
+        result["au_pro"] = au_pro(masks, maps, fpr_limit=0.3)
+    return result
+
+
+def evaluate(model: torch.nn.Module, category: Category, config: Config,
+             device: str | torch.device = "cpu") -> dict:
+    """Metrics of ``model`` on the test split of ``category`` (see :func:`compute_metrics`)."""
+    images, masks, labels = load_test_set(category, config)
+    maps = predict_maps(model, images, config, device)
+    result = compute_metrics(labels, maps, masks if category.has_masks else None)
+    if not category.has_masks:
+        result["note"] = "no ground_truth masks in the data: image-level metrics only"
+    return result
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    """Write a result dict as pretty JSON, creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+METRICS = ("image_auroc", "pixel_auroc", "au_pro")
+
+
+def mean_and_se(values) -> tuple[float, Optional[float]]:
+    """Mean and standard error over seeds (the paper's "±"); no error for one seed."""
+    values = np.asarray(values, dtype=np.float64)
+    se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+    return float(values.mean()), se
+
+
+def summarise(output: str | Path) -> str:
+    """Collect ``SETTING/CATEGORY/seedN/metrics.json`` under ``output`` into tables.
+
+    Writes ``results.json`` (mean, standard error and seeds per setting, class and
+    metric) and ``tables.md`` (for MVTec AD classes laid out like the paper's
+    Tables 1, 2 and 8 with the paper's numbers beside ours), and returns the Markdown.
+    """
+    from .config import MVTEC_CLASSES
+    from .paper_results import MVTEC, results_table
+
+    output = Path(output)
+    runs: dict = {}
+    for path in sorted(output.glob("*/*/seed*/metrics.json")):
+        runs.setdefault(path.parts[-4], {}).setdefault(path.parts[-3], []).append(json.loads(path.read_text()))
+    summary = {
+        setting: {name: {m: dict(zip(("mean", "se"), mean_and_se([r[m] for r in results])),
+                                 seeds=len(results))
+                         for m in METRICS if all(r.get(m) is not None for r in results)}
+                  for name, results in categories.items()}
+        for setting, categories in runs.items()}
+    write_json(summary, output / "results.json")
+    parts = []
+    for setting, categories in summary.items():
+        method = setting if setting.startswith("nsa_") else setting.split("_")[0]
+        means = {name: {m: v["mean"] for m, v in values.items()} for name, values in categories.items()}
+        for metric in METRICS:
+            parts.append(f"### {setting}: {metric}\n")
+            if all(n in MVTEC_CLASSES for n in means) and method in MVTEC[metric]:
+                parts.append(results_table(means, metric, method))
+            else:
+                rows = [f"| {n} | {100 * v[metric]:.1f} |" for n, v in means.items() if metric in v]
+                parts.append("\n".join(["| class | ours |", "|---|---:|", *rows]) if rows else "(no values)")
+            parts.append("")
+    markdown = "\n".join(parts)
+    (output / "tables.md").write_text(markdown + "\n")
+    return markdown

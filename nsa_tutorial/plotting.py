@@ -1,0 +1,66 @@
+"""Figures the chapters share: image grids and heatmap overlays.
+
+Book chapters: all (first used in *Poisson image editing*).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
+                    vmax: Optional[float] = None, cmap: str = "jet") -> np.ndarray:
+    """An RGB uint8 picture of ``heatmap`` (HxW, >= 0) blended over ``image`` (HxW or HxWx3 uint8).
+
+    ``vmax`` fixes the colour scale (default: the map's maximum, or 1 for an all-zero map).
+    """
+    from matplotlib import colormaps
+
+    if image.shape[:2] != heatmap.shape:
+        raise ValueError(f"image {image.shape[:2]} and heatmap {heatmap.shape} must have the same size")
+    rgb = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]
+    scale = vmax if vmax is not None else (float(heatmap.max()) or 1.0)
+    colours = colormaps[cmap](np.clip(heatmap / scale, 0, 1))[:, :, :3] * 255
+    return np.round((1 - alpha) * rgb + alpha * colours).astype(np.uint8)
+
+
+def show_grid(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = None, ncols: Optional[int] = None,
+              size: float = 2.4, cmap: str = "gray", vmax: Optional[float] = None, suptitle: Optional[str] = None):
+    """Show images in a grid (no axes). Returns the figure.
+
+    Grey uint8 images are shown on 0-255; other 2-D arrays (labels, maps) with
+    ``cmap`` on ``[0, vmax]`` (default: their own maximum).
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    ncols = ncols or n
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, image in enumerate(images):
+        ax = axes.flat[i]
+        grey = image.ndim == 2
+        top = 255 if image.dtype == np.uint8 else vmax
+        ax.imshow(image, cmap=cmap if grey else None, vmin=0 if grey else None,
+                  vmax=top if grey else None, interpolation="nearest")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def draw_rects(image: np.ndarray, rects, colour=(255, 0, 0), thickness: int = 1) -> np.ndarray:
+    """A copy of ``image`` (RGB uint8) with rectangles ``(x0, y0, x1, y1)`` drawn on it."""
+    import cv2
+
+    out = np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image.copy())
+    for x0, y0, x1, y1 in rects:
+        cv2.rectangle(out, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), colour, thickness)
+    return out

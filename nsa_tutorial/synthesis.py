@@ -1,0 +1,246 @@
+"""Synthetic anomalies: NSA and the CutPaste, FPI and PII baselines (paper Sec. 3, Tables 5-7).
+
+Book chapter: *Synthetic anomalies*.
+
+Each method is composed from the same three pieces: a patch sampler
+(:mod:`nsa_tutorial.patches`), a blend (Poisson editing via OpenCV, copy-paste or
+linear interpolation) and a label (:mod:`nsa_tutorial.labels`).
+
+=========  ==============  ======  =====================  ===========================
+method     source image    resize  placement              blend / label
+=========  ==============  ======  =====================  ===========================
+nsa        other image     yes     shifted, constrained   Poisson / binary, cont., logistic
+cutpaste   same image      no      shifted                copy-paste / binary
+fpi        other image     no      same location          (1-a) dest + a src / a * binary
+pii        other image     no      same location          Poisson, mixed, weights a / a * binary
+=========  ==============  ======  =====================  ===========================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from . import patches as P
+from .config import Config
+from .labels import make_label
+
+MIN_POISSON_PIXELS = 50  # OpenCV's seamlessClone fails on tiny masks
+
+
+@dataclass
+class Anomaly:
+    """One synthetic sample with what it took to make it."""
+
+    image: np.ndarray  # uint8, the destination's shape
+    label: np.ndarray  # float32 HxW
+    region: np.ndarray  # bool HxW, union of the patch masks (labels live only here)
+    source_rects: List[P.Rect] = field(default_factory=list)
+    dest_rects: List[P.Rect] = field(default_factory=list)
+    attempted: int = 0  # patches tried (the first always, further ones on a coin flip)
+    skipped: int = 0  # patches whose constraints or blend failed
+
+    @property
+    def is_normal(self) -> bool:
+        """True when every patch failed: the sample is a normal image with an all-zero label."""
+        return not self.dest_rects
+
+
+def as_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Validate a uint8 HxW, HxWx1 or HxWx3 image and return it as HxWx3."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{name} must be uint8 (0-255), got {image.dtype}; convert float images in "
+                         "[0, 1] with (img * 255).round().astype(np.uint8) and 16-bit ones with img // 257")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(f"{name} must be HxW, HxWx1 or HxWx3, got shape {image.shape}")
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+
+def _check_inputs(dest: np.ndarray, src: np.ndarray, config: Config, rng) -> Tuple[np.ndarray, np.ndarray]:
+    if not isinstance(config, Config):
+        raise ValueError(f"config must be a nsa_tutorial.config.Config (use get_config), got {type(config).__name__}")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+    dest3, src3 = as_rgb(dest, "dest"), as_rgb(src, "src")
+    if dest3.shape != src3.shape:
+        raise ValueError(f"dest and src must have the same height and width, got {dest.shape[:2]} and "
+                         f"{src.shape[:2]}; resize the source to the destination's size first")
+    height, width = dest3.shape[:2]
+    min_h, min_w = config.h_min * height, config.w_min * width
+    if min(min_h, min_w) < 3 or height * width < 4 * MIN_POISSON_PIXELS:
+        raise ValueError(f"image of {height}x{width} px is too small: the smallest patch would be "
+                         f"{min_h:.1f}x{min_w:.1f} px; need at least 3 px per side (e.g. >= "
+                         f"{int(np.ceil(3 / min(config.h_min, config.w_min)))} px images for this config)")
+    return dest3, src3
+
+
+def _seamless(patch: np.ndarray, image: np.ndarray, mask: np.ndarray, corner: Tuple[int, int],
+              flags: int, margin: int = 4) -> Optional[np.ndarray]:
+    """``cv2.seamlessClone`` with the patch's pixel (0, 0) landing exactly on ``corner``.
+
+    OpenCV places the bounding box of the mask's non-zero pixels centred on the
+    point it is given; we compute that point from the box so that there is no
+    one-pixel shift for odd sizes.  OpenCV differentiates the whole destination
+    but solves only over that box, so we hand it just a window around the patch
+    (same result, much less work).  Returns ``None`` where OpenCV fails (tiny or
+    degenerate masks, and a rare internal assertion).
+    """
+    if np.count_nonzero(mask) < MIN_POISSON_PIXELS:
+        return None
+    h, w = patch.shape[:2]
+    wy0, wx0 = max(corner[1] - margin, 0), max(corner[0] - margin, 0)
+    window = image[wy0:corner[1] + h + margin, wx0:corner[0] + w + margin]
+    x, y, bw, bh = cv2.boundingRect(mask)
+    centre = (corner[0] - wx0 + x + bw // 2, corner[1] - wy0 + y + bh // 2)
+    try:
+        blended = cv2.seamlessClone(patch, np.ascontiguousarray(window), mask.copy(), centre, flags)
+    except cv2.error:
+        return None
+    out = image.copy()
+    out[wy0:wy0 + window.shape[0], wx0:wx0 + window.shape[1]] = blended
+    return out
+
+
+def _blend(image, patch, region, poisson_mask, corner, config: Config, factor: float):
+    """Blend ``patch`` into ``image`` at ``corner``; ``None`` if the blend fails."""
+    x0, y0 = corner
+    h, w = patch.shape[:2]
+    if config.method in ("nsa", "pii"):
+        mask = poisson_mask.astype(np.uint8) * (255 if config.method == "nsa" else int(np.ceil(factor * 255)))
+        mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = 0  # avoids artefacts at the rectangle's edge
+        mixed = config.method == "pii" or config.blend == "mixed"
+        return _seamless(patch, image, mask, corner, cv2.MIXED_CLONE if mixed else cv2.NORMAL_CLONE)
+    out = image.copy()
+    window = out[y0:y0 + h, x0:x0 + w]
+    if config.method == "cutpaste":
+        window[region] = patch[region]
+    else:  # fpi: linear interpolation with one factor per image
+        mixed = (1 - factor) * window.astype(np.float64) + factor * patch.astype(np.float64)
+        window[region] = np.round(mixed[region]).astype(np.uint8)
+    return out
+
+
+def _add_patch(image, src, masks, config: Config, factor: float, rng):
+    """Sample, place and blend one patch. Returns (image, region, src_rect, dest_rect) or None."""
+    height, width = image.shape[:2]
+    src_obj, dest_obj = masks
+    constrained = src_obj is not None
+    if config.variant == "C":
+        ph, pw = P.sample_cutpaste_size(rng, height, width)
+        x0, y0 = int(rng.integers(0, width - pw + 1)), int(rng.integers(0, height - ph + 1))
+        src_rect = (x0, y0, x0 + pw, y0 + ph)
+    else:
+        size = P.sample_patch_size(rng, height, width, config)
+        src_integral = cv2.integral(src_obj.astype(np.uint8)) if constrained else None
+        src_rect = P.sample_source_rect(rng, size, (height, width), config, src_integral)
+        if src_rect is None:
+            return None
+    sx0, sy0, sx1, sy1 = src_rect
+    patch = src[sy0:sy1, sx0:sx1]
+    patch_obj = src_obj[sy0:sy1, sx0:sx1] if constrained else np.ones(patch.shape[:2], bool)
+    if config.method == "nsa" and config.variant != "C":
+        s = P.resize_scale(rng, patch.shape[:2], (height, width), config)
+        new_size = (max(int(round(s * patch.shape[1])), 3), max(int(round(s * patch.shape[0])), 3))
+        patch = cv2.resize(patch, new_size, interpolation=cv2.INTER_LINEAR)
+        patch_obj = cv2.resize(patch_obj.astype(np.float32), new_size, interpolation=cv2.INTER_LINEAR) >= 0.5
+    ph, pw = patch.shape[:2]
+    if config.method in ("fpi", "pii"):
+        corner = (sx0, sy0)  # same location in the destination
+    else:
+        dest_integral = cv2.integral(dest_obj.astype(np.uint8)) if constrained else None
+        corner = P.sample_dest_offset(rng, patch_obj, (height, width), config, dest_obj, dest_integral)
+        if corner is None:
+            return None
+    x0, y0 = corner
+    region = np.ones((ph, pw), bool)
+    poisson_mask = region
+    if constrained:
+        window_obj = dest_obj[y0:y0 + ph, x0:x0 + pw]
+        region = patch_obj | window_obj
+        poisson_mask = region | (~patch_obj & ~window_obj)  # background in both: blended, never labelled
+    if config.variant == "D":
+        shape = P.ellipse_mask(rng, ph, pw)
+        region, poisson_mask = region & shape, poisson_mask & shape
+    blended = _blend(image, patch, region, poisson_mask, corner, config, factor)
+    if blended is None:
+        return None
+    full_region = np.zeros((height, width), bool)
+    full_region[y0:y0 + ph, x0:x0 + pw] = region
+    return blended, full_region, src_rect, (x0, y0, x0 + pw, y0 + ph)
+
+
+def make_anomaly(dest: np.ndarray, src: np.ndarray, config: Config,
+                 rng: np.random.Generator) -> Anomaly:
+    """Blend up to ``config.n_max`` patches of ``src`` into ``dest`` and label the change.
+
+    The first patch is always attempted, each further one on a fair coin flip.
+    Object masks (eq. 8) are computed once per image pair.  A patch whose
+    constraints cannot be met within ``config.max_tries`` draws, or whose blend
+    fails, is skipped and counted in ``Anomaly.skipped``; if all fail the
+    sample is normal (all-zero label).
+    """
+    dest3, src3 = _check_inputs(dest, src, config, rng)
+    if config.method == "cutpaste":
+        src3 = dest3
+    masks = (None, None)
+    if config.has_background_constraints and config.variant != "C":
+        masks = (P.object_mask(src3, config.background, config.t_brightness),
+                 P.object_mask(dest3, config.background, config.t_brightness))
+    factor = float(rng.uniform(0.05, 0.95)) if config.method in ("fpi", "pii") else 1.0
+    result = Anomaly(dest3.copy(), np.zeros(dest3.shape[:2], np.float32), np.zeros(dest3.shape[:2], bool))
+    for i in range(config.n_max):
+        if i > 0 and rng.random() < 0.5:
+            continue
+        result.attempted += 1
+        added = _add_patch(result.image, src3, masks, config, factor, rng)
+        if added is None:
+            result.skipped += 1
+            continue
+        result.image, region, src_rect, dest_rect = added
+        result.region |= region  # overlapping patches: OR, never overwrite
+        result.source_rects.append(src_rect)
+        result.dest_rects.append(dest_rect)
+    result.label = _label(result, dest3, config, factor)
+    result.image = _like(result.image, dest)
+    return result
+
+
+def _label(result: Anomaly, dest3: np.ndarray, config: Config, factor: float) -> np.ndarray:
+    if config.method == "nsa":
+        return make_label(result.image, dest3, result.region, config.label, config.y0, config.k)
+    binary = make_label(result.image, dest3, result.region, "binary")
+    return (factor * binary).astype(np.float32)  # cutpaste: factor 1; fpi, pii: the interpolation factor
+
+
+def _like(image3: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """Back to the caller's layout (grey images are blended as three equal channels)."""
+    if original.ndim == 2:
+        return image3[:, :, 0].copy()
+    return image3[:, :, :1].copy() if original.shape[2] == 1 else image3
+
+
+def synthesize(dest: np.ndarray, src: np.ndarray, config: Config,
+               rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """One self-supervised training sample: ``(image, label)``.
+
+    ``dest`` and ``src`` are uint8 HxW or HxWxC (C = 1 or 3) of the same size;
+    ``image`` has ``dest``'s shape, ``label`` is float32 HxW.  The same generator
+    state gives the same result.
+
+    >>> import numpy as np
+    >>> from nsa_tutorial.config import get_config
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
+    >>> image, label = synthesize(a, b, get_config("carpet"), rng)
+    >>> image.shape, label.dtype.name
+    ((64, 64, 3), 'float32')
+    """
+    anomaly = make_anomaly(dest, src, config, rng)
+    return anomaly.image, anomaly.label
