@@ -1,0 +1,305 @@
+"""Training NSA: the loop, checkpoints and resume, and loading a trained model.
+
+Book chapter: *Training*.
+
+:func:`train` is the paper's recipe (Sec. 4.1): Adam, learning rate ``config.lr``
+annealed along a cosine to ``config.lr_min`` over ``config.epochs`` (stepped once
+per epoch), BCE loss for bounded labels (eq. 15) or MSE for continuous ones
+(eq. 16).  On a GPU it adds mixed precision and channels-last memory layout.  After
+every epoch it writes ``checkpoint.pt`` (everything needed to continue) and
+``history.json``; at the end, ``model.pt`` (what :func:`load_model` reads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from nsa_tutorial import __version__
+from nsa_tutorial.config import Config
+from nsa_tutorial.model import NSAModel, build_model
+
+FORMAT = "nsa-tutorial-model"
+#: Bumped when the layout of ``model.pt`` or ``checkpoint.pt`` changes; independent of the
+#: package version (recorded too, as ``package_version``) so that releases keep reading old files.
+FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = "nsa-tutorial-checkpoint"
+HISTORY_KEYS = ("epoch", "loss", "lr", "samples_per_s", "seconds", "peak_memory_mb")
+
+
+class _Parts(NamedTuple):
+    model: NSAModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    amp_dtype: Optional[torch.dtype]  # None: full float32
+
+
+def pick_device(requested: Union[str, torch.device, None] = None) -> torch.device:
+    """``"cuda"`` when a GPU is available, else ``"cpu"``; or the requested device if usable.
+
+    Prints what it picked and why, so that nobody trains on a CPU for hours by accident.
+    Book chapter: *Training*.
+    """
+    if requested is not None:
+        try:
+            device = torch.device(requested)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"unknown device {requested!r}; expected e.g. 'cpu' or 'cuda'") from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} was requested but torch sees no CUDA GPU; "
+                             "use 'cpu' or pass device=None to pick automatically")
+        print(f"Using {device} (requested).")
+        return device
+    if torch.cuda.is_available():
+        print(f"Using cuda ({torch.cuda.get_device_name()}): a CUDA GPU is available.")
+        return torch.device("cuda")
+    print("Using cpu: torch sees no CUDA GPU. Quick mode runs in minutes; full mode needs a GPU.")
+    return torch.device("cpu")
+
+
+def _prepare(config: Config, device: torch.device, seed: int) -> _Parts:
+    torch.manual_seed(seed)
+    model = build_model(config).to(device)
+    amp_dtype = None
+    if device.type == "cuda":
+        # Channels-last lets cuDNN use its fastest (tensor-core) convolution kernels.
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # The schedule spans config.epochs even when train() stops earlier, so that a run
+    # stopped and resumed follows exactly the learning rates of an uninterrupted one.
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.epochs, eta_min=config.lr_min)
+    # float16 overflows without loss scaling; bfloat16 has float32's range and needs none.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return _Parts(model, optimizer, scheduler, scaler, amp_dtype)
+
+
+def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
+          device: Union[str, torch.device, None] = None, seed: int = 0, num_workers: int = 0,
+          epochs: Optional[int] = None, resume: bool = True,
+          max_steps_per_epoch: Optional[int] = None, progress: bool = True) -> dict:
+    """Train an NSA model on ``(image, label)`` pairs; returns the per-epoch history.
+
+    ``epochs`` stops the run after that many epochs in total (default ``config.epochs``);
+    the learning-rate schedule always spans ``config.epochs``, so stopping early and
+    calling again with ``resume=True`` gives the same weights as one uninterrupted run
+    (exactly so on a CPU).  Writes ``checkpoint.pt`` and ``history.json`` after every
+    epoch and ``model.pt`` at the end into ``output_dir``.  Book chapter: *Training*.
+    """
+    stop = _check_train_args(config, train_set, epochs, seed, num_workers, max_steps_per_epoch)
+    device = pick_device(device)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    parts = _prepare(config, device, seed)
+    start, history = 0, {key: [] for key in HISTORY_KEYS}
+    if resume and (output_dir / "checkpoint.pt").exists():
+        start, history = _load_checkpoint(output_dir / "checkpoint.pt", parts, config)
+        print(f"Resumed from epoch {start} of {config.epochs} ({output_dir / 'checkpoint.pt'}).")
+    generator = torch.Generator()
+    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    try:
+        for epoch in range(start, stop):
+            # Shuffle order and worker seeds depend on (seed, epoch) only: resumable.
+            generator.manual_seed(seed * 1000 + epoch)
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
+            lr = parts.optimizer.param_groups[0]["lr"]
+            stats = _train_epoch(parts, loader, config.loss, device, max_steps_per_epoch,
+                                 f"epoch {epoch + 1}/{stop}", progress)
+            parts.scheduler.step()
+            for key, value in dict(epoch=epoch + 1, lr=lr, **stats).items():
+                history[key].append(value)
+            _save_checkpoint(output_dir, parts, config, epoch + 1, history)
+            if progress:
+                print(_summary(history))
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. {output_dir / 'checkpoint.pt'} holds the last completed epoch; "
+              "call train() again with the same config and output_dir (resume=True) to continue.",
+              file=sys.stderr)
+        raise
+    _atomic_write(output_dir / "model.pt", lambda tmp: torch.save(_model_file(parts, config, history), tmp))
+    return history
+
+
+def _check_train_args(config: Config, train_set: Dataset, epochs: Optional[int], seed: int,
+                      num_workers: int, max_steps: Optional[int]) -> int:
+    if not isinstance(config, Config):
+        raise ValueError(f"config must be a nsa_tutorial.config.Config, got {type(config).__name__}")
+    if not hasattr(train_set, "__getitem__") or not hasattr(train_set, "__len__") or len(train_set) == 0:
+        raise ValueError("train_set must be a non-empty map-style Dataset of (image, label) pairs")
+    epochs = config.epochs if epochs is None else epochs
+    if not isinstance(epochs, int) or not 1 <= epochs <= config.epochs:
+        raise ValueError(f"epochs must be an integer in [1, config.epochs={config.epochs}], got "
+                         f"{epochs!r}; to train longer, use config.replace(epochs=...)")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps_per_epoch must be None or a positive integer, got {max_steps!r}")
+    return epochs
+
+
+def _train_epoch(parts: _Parts, loader: DataLoader, loss_name: str, device: torch.device,
+                 max_steps: Optional[int], desc: str, progress: bool) -> dict:
+    parts.model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    steps = len(loader) if max_steps is None else min(len(loader), max_steps)
+    total_loss, seen, start = 0.0, 0, time.perf_counter()
+    with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
+        for step, (image, label) in enumerate(loader):
+            if step == steps:
+                break
+            loss = _train_step(parts, image, label, loss_name, device)
+            total_loss += loss * len(image)
+            seen += len(image)
+            bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{seen / (time.perf_counter() - start):.1f}")
+            bar.update()
+    seconds = time.perf_counter() - start
+    return dict(loss=total_loss / seen, samples_per_s=seen / seconds, seconds=seconds,
+                peak_memory_mb=_peak_memory_mb(device))
+
+
+def _train_step(parts: _Parts, image: torch.Tensor, label: torch.Tensor, loss_name: str,
+                device: torch.device) -> float:
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    image = image.to(device, non_blocking=True, memory_format=memory_format)
+    label = label.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=parts.amp_dtype, enabled=parts.amp_dtype is not None):
+        prediction = parts.model(image)
+    # Outside autocast and in float32: binary_cross_entropy on probabilities is unsafe in 16 bit.
+    if loss_name == "bce":
+        loss = F.binary_cross_entropy(prediction.float(), label.float())
+    else:
+        loss = F.mse_loss(prediction.float(), label.float())
+    parts.optimizer.zero_grad(set_to_none=True)
+    parts.scaler.scale(loss).backward()
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    return loss.item()
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """CUDA: peak allocated in this epoch. CPU: peak resident size of the process so far."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # Windows has no resource module
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _summary(history: dict) -> str:
+    return (f"epoch {history['epoch'][-1]}: loss {history['loss'][-1]:.4f}, lr {history['lr'][-1]:.2e}, "
+            f"{history['samples_per_s'][-1]:.1f} samples/s, {history['seconds'][-1]:.1f} s, "
+            f"peak memory {history['peak_memory_mb'][-1]:.0f} MB")
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temporary file and ``os.replace``: an interruption leaves the old file intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _rng_states() -> dict:
+    keys_name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              # Plain lists, so that torch.load(weights_only=True) accepts the checkpoint.
+              "numpy": (keys_name, keys.tolist(), pos, has_gauss, cached)}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    keys_name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((keys_name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _save_checkpoint(output_dir: Path, parts: _Parts, config: Config, epoch: int, history: dict) -> None:
+    state = {"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, "epoch": epoch,
+             "config": dataclasses.asdict(config), "model": parts.model.state_dict(),
+             "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+             "scaler": parts.scaler.state_dict(), "rng": _rng_states(), "history": history}
+    _atomic_write(output_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
+    _atomic_write(output_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
+
+
+def _load_checkpoint(path: Path, parts: _Parts, config: Config) -> tuple[int, dict]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT \
+            or state.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a version-{FORMAT_VERSION} {CHECKPOINT_FORMAT} file; "
+                         "delete it or pass resume=False to start afresh")
+    if state["config"] != dataclasses.asdict(config):
+        changed = sorted(k for k, v in dataclasses.asdict(config).items() if state["config"].get(k) != v)
+        raise ValueError(f"{path} belongs to a run with another config (fields {changed} differ); "
+                         "use another output_dir or pass resume=False to start afresh")
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"]:  # empty when written without float16 loss scaling (CPU, bfloat16)
+        parts.scaler.load_state_dict(state["scaler"])
+    _set_rng_states(state["rng"])
+    return state["epoch"], state["history"]
+
+
+def _model_file(parts: _Parts, config: Config, history: dict) -> dict:
+    state_dict = {k: v.detach().cpu().contiguous() for k, v in parts.model.state_dict().items()}
+    return {"format": FORMAT, "version": FORMAT_VERSION, "package_version": __version__,
+            "config": dataclasses.asdict(config), "state_dict": state_dict, "history": history}
+
+
+def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> tuple[NSAModel, Config]:
+    """The trained model (in eval mode) and its config from a ``model.pt`` written by :func:`train`.
+
+    Book chapter: *Training*.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}; train() writes output_dir/model.pt")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable torch file ({err})") from err
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path} is not an NSA model file: expected format {FORMAT!r}, found {found!r}")
+    if data.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {data.get('version')!r}; this nsa_tutorial reads "
+                         f"version {FORMAT_VERSION}")
+    try:
+        config = Config(**data["config"])
+        model = build_model(config)
+        model.load_state_dict(data["state_dict"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        raise ValueError(f"{path} does not hold a config and state_dict of the NSA model "
+                         f"(expected nsa_tutorial.model.NSAModel weights): {err}") from err
+    return model.to(device).eval(), config

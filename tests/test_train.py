@@ -1,0 +1,199 @@
+"""Tests for nsa_tutorial.train: learning, exact resume, atomic checkpoints, model files."""
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+import nsa_tutorial
+from nsa_tutorial.config import get_config
+from nsa_tutorial.model import NSAModel
+from nsa_tutorial.train import FORMAT, FORMAT_VERSION, load_model, pick_device, train
+
+CONFIG = get_config("bottle", mode="quick").replace(
+    image_size=64, resize=64, crop=None, batch_size=4, epochs=2)
+
+
+class SquareDataset(Dataset):
+    """Noise images with a brighter square and its mask as label.
+
+    ``__getitem__`` flips with torch's global RNG, so a resume that forgot to restore
+    the RNG state would see other flips and end with other weights.
+    """
+
+    def __init__(self, n: int = 8, size: int = 64, interrupt_at_epoch: int = -1) -> None:
+        rng = np.random.default_rng(0)
+        self.images = torch.from_numpy(rng.random((n, 3, size, size), dtype=np.float32)) * 0.5
+        self.labels = torch.zeros(n, 1, size, size)
+        for i, (top, left) in enumerate(rng.integers(0, size // 2, (n, 2))):
+            self.labels[i, :, top:top + size // 4, left:left + size // 4] = 1
+        self.images += 0.5 * self.labels
+        self.epochs_seen, self.interrupt_at_epoch = [], interrupt_at_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs_seen.append(epoch)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        if self.epochs_seen and self.epochs_seen[-1] == self.interrupt_at_epoch:
+            raise KeyboardInterrupt
+        image, label = self.images[i], self.labels[i]
+        if torch.rand(()) < 0.5:
+            image, label = image.flip(-1), label.flip(-1)
+        return image, label
+
+
+def quiet_train(*args, **kwargs):
+    return train(*args, device="cpu", progress=False, **kwargs)
+
+
+def test_loss_decreases_on_a_fixed_batch(tmp_path):
+    config = CONFIG.replace(epochs=5)
+    history = quiet_train(config, SquareDataset(n=4), tmp_path)  # one batch per epoch
+    losses = history["loss"]
+    assert losses[-1] < 0.8 * losses[0]
+    assert losses[-1] < losses[len(losses) // 2] < losses[0]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A straight 2-epoch run and one stopped after epoch 1 and resumed, with their datasets."""
+    root = tmp_path_factory.mktemp("runs")
+    straight, first, second = SquareDataset(), SquareDataset(), SquareDataset()
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        history = quiet_train(CONFIG, straight, root / "straight")
+        quiet_train(CONFIG, first, root / "resumed", epochs=1)
+        quiet_train(CONFIG, second, root / "resumed", resume=True)
+    return dict(root=root, history=history, datasets=(straight, first, second), stdout=output.getvalue())
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(runs):
+    assert "Resumed from epoch 1" in runs["stdout"]
+    assert [d.epochs_seen for d in runs["datasets"]] == [[0, 1], [0], [1]]
+    straight = torch.load(runs["root"] / "straight" / "model.pt", weights_only=True)
+    resumed = torch.load(runs["root"] / "resumed" / "model.pt", weights_only=True)
+    assert straight["state_dict"].keys() == resumed["state_dict"].keys()
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert straight["history"]["loss"] == resumed["history"]["loss"]
+
+
+def test_history_has_one_entry_per_epoch(runs):
+    history = runs["history"]
+    assert history == json.loads((runs["root"] / "straight" / "history.json").read_text())
+    assert history["epoch"] == [1, 2]
+    assert all(len(values) == CONFIG.epochs for values in history.values())
+    assert all(v > 0 for v in history["samples_per_s"] + history["seconds"] + history["peak_memory_mb"])
+    # Cosine annealing, stepped per epoch: lr_e = lr_min + (lr - lr_min) (1 + cos(pi e / E)) / 2
+    c = CONFIG
+    expected = [c.lr_min + (c.lr - c.lr_min) * (1 + math.cos(math.pi * e / c.epochs)) / 2
+                for e in range(c.epochs)]
+    assert history["lr"] == pytest.approx(expected)
+
+
+def test_max_steps_per_epoch_limits_the_samples(tmp_path):
+    history = quiet_train(CONFIG.replace(epochs=1), SquareDataset(), tmp_path, max_steps_per_epoch=1)
+    samples = history["samples_per_s"][0] * history["seconds"][0]
+    assert samples == pytest.approx(CONFIG.batch_size)
+
+
+def test_load_model_round_trip(runs):
+    path = runs["root"] / "straight" / "model.pt"
+    model, config = load_model(path)
+    assert config == CONFIG and not model.training
+    saved = torch.load(path, weights_only=True)
+    assert saved["package_version"] == nsa_tutorial.__version__
+    assert all(torch.equal(v, saved["state_dict"][k]) for k, v in model.state_dict().items())
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    quiet_train(CONFIG, SquareDataset(), tmp_path, epochs=1)
+    checkpoint = tmp_path / "checkpoint.pt"
+    assert not list(tmp_path.glob("*.tmp"))
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+    before = checkpoint.read_bytes()
+
+    def crash_midway(obj, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(OSError, match="disk full"):
+        quiet_train(CONFIG, SquareDataset(), tmp_path)
+    assert checkpoint.read_bytes() == before
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_keyboard_interrupt_keeps_last_epoch_and_says_how_to_resume(tmp_path, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        quiet_train(CONFIG, SquareDataset(interrupt_at_epoch=1), tmp_path)
+    assert "resume" in capsys.readouterr().err
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    history = quiet_train(CONFIG, SquareDataset(), tmp_path)
+    assert history["epoch"] == [1, 2]
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+    quiet_train(CONFIG, SquareDataset(), tmp_path, epochs=1)
+    with pytest.raises(ValueError, match="lr"):
+        quiet_train(CONFIG.replace(lr=1e-2), SquareDataset(), tmp_path)
+
+
+def _model_file(**changes) -> dict:
+    data = {"format": FORMAT, "version": FORMAT_VERSION, "config": dataclasses.asdict(CONFIG),
+            "state_dict": NSAModel().state_dict(), "history": {}}
+    return {**data, **changes}
+
+
+@pytest.mark.parametrize("content, message", [
+    ([1, 2, 3], "expected format"),
+    (_model_file(format="someone-else"), "expected format"),
+    (_model_file(version=FORMAT_VERSION + 1), "version"),
+    (_model_file(state_dict=NSAModel(in_channels=1).state_dict()), "state_dict"),
+    (_model_file(state_dict={k: v for k, v in list(NSAModel().state_dict().items())[:-3]}), "Missing"),
+    (_model_file(config={"name": "bottle"}), "config"),
+])
+def test_load_model_rejects_foreign_files(tmp_path, content, message):
+    path = tmp_path / "model.pt"
+    torch.save(content, path)
+    with pytest.raises(ValueError, match=message) as error:
+        load_model(path)
+    assert str(path) in str(error.value)
+
+
+def test_load_model_rejects_a_non_torch_file(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_text("not a model")
+    with pytest.raises(ValueError, match="not a readable torch file"):
+        load_model(path)
+
+
+def test_pick_device(capsys):
+    assert pick_device("cpu") == torch.device("cpu")
+    assert "cpu" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_device("abacus")
+    if not torch.cuda.is_available():
+        assert pick_device() == torch.device("cpu")
+        assert "no CUDA GPU" in capsys.readouterr().out
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            pick_device("cuda")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(epochs=3), "epochs"), (dict(epochs=0), "epochs"), (dict(seed=-1), "seed"),
+    (dict(max_steps_per_epoch=0), "max_steps_per_epoch"), (dict(num_workers=-1), "num_workers"),
+])
+def test_bad_arguments_are_rejected(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        quiet_train(CONFIG, SquareDataset(), tmp_path, **kwargs)
