@@ -27,8 +27,10 @@ import numpy as np
 from . import patches as P
 from .config import Config
 from .labels import make_label
+from .poisson import clone_into
 
 MIN_POISSON_PIXELS = 50  # OpenCV's seamlessClone fails on tiny masks
+BACKENDS = ("fast", "opencv")
 
 
 @dataclass
@@ -82,23 +84,27 @@ def _check_inputs(dest: np.ndarray, src: np.ndarray, config: Config, rng) -> Tup
 
 
 def _seamless(patch: np.ndarray, image: np.ndarray, mask: np.ndarray, corner: Tuple[int, int],
-              flags: int, margin: int = 4) -> Optional[np.ndarray]:
-    """``cv2.seamlessClone`` with the patch's pixel (0, 0) landing exactly on ``corner``.
+              mode: str, backend: str, margin: int = 4) -> Optional[np.ndarray]:
+    """Poisson-blend ``patch`` (weights ``mask``) into ``image`` with its pixel (0, 0) at ``corner``.
 
-    OpenCV places the bounding box of the mask's non-zero pixels centred on the
-    point it is given; we compute that point from the box so that there is no
-    one-pixel shift for odd sizes.  OpenCV differentiates the whole destination
-    but solves only over that box, so we hand it just a window around the patch
-    (same result, much less work).  Returns ``None`` where OpenCV fails (tiny or
-    degenerate masks, and a rare internal assertion).
+    ``backend="fast"`` solves OpenCV's problem with a sine transform
+    (:func:`nsa_tutorial.poisson.clone_into`); ``"opencv"`` calls ``cv2.seamlessClone``
+    on a window around the patch (OpenCV differentiates the whole destination but
+    solves only over the mask's box, so the window gives the same result with much
+    less work), with the centre computed so that there is no one-pixel shift for odd
+    sizes.  Returns ``None`` where the blend fails (tiny or degenerate masks, and
+    OpenCV's rare internal assertion).
     """
     if np.count_nonzero(mask) < MIN_POISSON_PIXELS:
         return None
+    if backend == "fast":
+        return clone_into(image, patch, mask, corner, mode)
     h, w = patch.shape[:2]
     wy0, wx0 = max(corner[1] - margin, 0), max(corner[0] - margin, 0)
     window = image[wy0:corner[1] + h + margin, wx0:corner[0] + w + margin]
     x, y, bw, bh = cv2.boundingRect(mask)
     centre = (corner[0] - wx0 + x + bw // 2, corner[1] - wy0 + y + bh // 2)
+    flags = cv2.MIXED_CLONE if mode == "mixed" else cv2.NORMAL_CLONE
     try:
         blended = cv2.seamlessClone(patch, np.ascontiguousarray(window), mask.copy(), centre, flags)
     except cv2.error:
@@ -108,7 +114,7 @@ def _seamless(patch: np.ndarray, image: np.ndarray, mask: np.ndarray, corner: Tu
     return out
 
 
-def _blend(image, patch, region, poisson_mask, corner, config: Config, factor: float):
+def _blend(image, patch, region, poisson_mask, corner, config: Config, factor: float, backend: str):
     """Blend ``patch`` into ``image`` at ``corner``; ``None`` if the blend fails."""
     x0, y0 = corner
     h, w = patch.shape[:2]
@@ -116,7 +122,7 @@ def _blend(image, patch, region, poisson_mask, corner, config: Config, factor: f
         mask = poisson_mask.astype(np.uint8) * (255 if config.method == "nsa" else int(np.ceil(factor * 255)))
         mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = 0  # avoids artefacts at the rectangle's edge
         mixed = config.method == "pii" or config.blend == "mixed"
-        return _seamless(patch, image, mask, corner, cv2.MIXED_CLONE if mixed else cv2.NORMAL_CLONE)
+        return _seamless(patch, image, mask, corner, "mixed" if mixed else "normal", backend)
     out = image.copy()
     window = out[y0:y0 + h, x0:x0 + w]
     if config.method == "cutpaste":
@@ -127,7 +133,7 @@ def _blend(image, patch, region, poisson_mask, corner, config: Config, factor: f
     return out
 
 
-def _add_patch(image, src, masks, config: Config, factor: float, rng):
+def _add_patch(image, src, masks, config: Config, factor: float, rng, backend: str):
     """Sample, place and blend one patch. Returns (image, region, src_rect, dest_rect) or None."""
     height, width = image.shape[:2]
     src_obj, dest_obj = masks
@@ -168,7 +174,7 @@ def _add_patch(image, src, masks, config: Config, factor: float, rng):
     if config.variant == "D":
         shape = P.ellipse_mask(rng, ph, pw)
         region, poisson_mask = region & shape, poisson_mask & shape
-    blended = _blend(image, patch, region, poisson_mask, corner, config, factor)
+    blended = _blend(image, patch, region, poisson_mask, corner, config, factor, backend)
     if blended is None:
         return None
     full_region = np.zeros((height, width), bool)
@@ -177,15 +183,19 @@ def _add_patch(image, src, masks, config: Config, factor: float, rng):
 
 
 def make_anomaly(dest: np.ndarray, src: np.ndarray, config: Config,
-                 rng: np.random.Generator) -> Anomaly:
+                 rng: np.random.Generator, backend: str = "fast") -> Anomaly:
     """Blend up to ``config.n_max`` patches of ``src`` into ``dest`` and label the change.
 
     The first patch is always attempted, each further one on a fair coin flip.
     Object masks (eq. 8) are computed once per image pair.  A patch whose
     constraints cannot be met within ``config.max_tries`` draws, or whose blend
     fails, is skipped and counted in ``Anomaly.skipped``; if all fail the
-    sample is normal (all-zero label).
+    sample is normal (all-zero label).  ``backend`` is the Poisson solver:
+    ``"fast"`` (default, :func:`nsa_tutorial.poisson.clone_into`) or ``"opencv"``
+    (``cv2.seamlessClone``, as the authors' code).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     dest3, src3 = _check_inputs(dest, src, config, rng)
     if config.method == "cutpaste":
         src3 = dest3
@@ -199,7 +209,7 @@ def make_anomaly(dest: np.ndarray, src: np.ndarray, config: Config,
         if i > 0 and rng.random() < 0.5:
             continue
         result.attempted += 1
-        added = _add_patch(result.image, src3, masks, config, factor, rng)
+        added = _add_patch(result.image, src3, masks, config, factor, rng, backend)
         if added is None:
             result.skipped += 1
             continue
@@ -227,7 +237,7 @@ def _like(image3: np.ndarray, original: np.ndarray) -> np.ndarray:
 
 
 def synthesize(dest: np.ndarray, src: np.ndarray, config: Config,
-               rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+               rng: np.random.Generator, backend: str = "fast") -> Tuple[np.ndarray, np.ndarray]:
     """One self-supervised training sample: ``(image, label)``.
 
     ``dest`` and ``src`` are uint8 HxW or HxWxC (C = 1 or 3) of the same size;
@@ -242,5 +252,5 @@ def synthesize(dest: np.ndarray, src: np.ndarray, config: Config,
     >>> image.shape, label.dtype.name
     ((64, 64, 3), 'float32')
     """
-    anomaly = make_anomaly(dest, src, config, rng)
+    anomaly = make_anomaly(dest, src, config, rng, backend)
     return anomaly.image, anomaly.label
