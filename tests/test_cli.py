@@ -77,3 +77,17 @@ def test_unknown_method_is_refused_by_the_parser():
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--data-root", "elpv", "--category", "mono", "--method", "magic", "--output", "o"])
     assert exit_info.value.code == 2
+
+
+def test_reproduce_is_resumable_and_writes_tables(trained, tmp_path, capsys):
+    argv = ["reproduce", "--data-root", "textures", "--categories", "texture_grass", "--seeds", "0",
+            *TINY, "--output", str(tmp_path)]
+    assert main(argv) == 0
+    metrics = tmp_path / "nsa_logistic" / "texture_grass" / "seed0" / "metrics.json"
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["nsa_logistic"]["texture_grass"]["image_auroc"]["mean"] == \
+        json.loads(metrics.read_text())["image_auroc"]
+    assert "texture_grass" in (tmp_path / "tables.md").read_text()
+    capsys.readouterr()
+    assert main(argv) == 0  # a second call finds the finished run and only re-summarises
+    assert "done earlier" in capsys.readouterr().out
