@@ -104,8 +104,8 @@ class Config:
 
     @property
     def has_background_constraints(self) -> bool:
-        """True when eq. 8, 11 and 12 apply (Table 4 gives values, variant A is off)."""
-        return self.t_object is not None and self.variant != "A"
+        """True when eq. 8, 11 and 12 apply (Table 4 gives values; off in ablations A and C)."""
+        return self.t_object is not None and self.variant not in ("A", "C")
 
     @property
     def loss(self) -> str:
@@ -226,7 +226,7 @@ def get_config(name: str, *, method: str = "nsa", label: str = "logistic",
         fields["rotation"] = 5.0
     if name in LONG_TRAINING:
         fields["epochs"] = 560
-    if variant == "B":
+    if variant in ("B", "C"):  # C: CutPaste's single, unconstrained patch (App. B.1)
         fields["n_max"] = 1
     if mode == "quick" and image_size is None:
         fields.update(epochs=10, batch_size=16)

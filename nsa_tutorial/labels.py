@@ -92,7 +92,9 @@ def make_label(image: np.ndarray, dest: np.ndarray, region: np.ndarray, kind: st
     m = binary_label(diff_sum, channels, tol)
     if kind == "binary":
         label[window] = m
-        return label
-    c = continuous_label(diff_sum, m, channels)
-    label[window] = c if kind == "continuous" else logistic_label(m, c, y0, k)
-    return label
+    else:
+        c = continuous_label(diff_sum, m, channels)
+        label[window] = c if kind == "continuous" else logistic_label(m, c, y0, k)
+    # the median filters can fill holes of the region (background in both images, gaps
+    # between overlapping patches): those pixels were never part of a patch mask
+    return label * region

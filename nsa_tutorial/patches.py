@@ -140,10 +140,11 @@ def sample_dest_offset(rng: np.random.Generator, src_obj: Optional[np.ndarray],
     tested for all candidates at once; eq. 12 only for those that pass it.
     """
     (ph, pw), (height, width) = src_obj.shape, shape
+    if ph > height - 2 or pw > width - 2:  # cannot keep a one-pixel margin
+        return None
     n = config.max_tries if dest_integral is not None else 1
-    x0 = rng.integers(1, width - pw, n, endpoint=True) if width - pw > 1 else np.ones(n, int)
-    y0 = rng.integers(1, height - ph, n, endpoint=True) if height - ph > 1 else np.ones(n, int)
-    x0, y0 = np.minimum(x0, width - pw - 1), np.minimum(y0, height - ph - 1)
+    x0 = rng.integers(1, width - pw, n)  # the patch ends at least one pixel before the border
+    y0 = rng.integers(1, height - ph, n)
     if dest_integral is None:
         return int(x0[0]), int(y0[0])
     rects = np.stack([x0, y0, x0 + pw, y0 + ph], axis=1)

@@ -200,7 +200,7 @@ def make_anomaly(dest: np.ndarray, src: np.ndarray, config: Config,
     if config.method == "cutpaste":
         src3 = dest3
     masks = (None, None)
-    if config.has_background_constraints and config.variant != "C":
+    if config.has_background_constraints:
         masks = (P.object_mask(src3, config.background, config.t_brightness),
                  P.object_mask(dest3, config.background, config.t_brightness))
     factor = float(rng.uniform(0.05, 0.95)) if config.method in ("fpi", "pii") else 1.0

@@ -36,7 +36,8 @@ FORMAT = "nsa-tutorial-model"
 #: package version (recorded too, as ``package_version``) so that releases keep reading old files.
 FORMAT_VERSION = 1
 CHECKPOINT_FORMAT = "nsa-tutorial-checkpoint"
-HISTORY_KEYS = ("epoch", "loss", "lr", "samples_per_s", "seconds", "peak_memory_mb")
+HISTORY_KEYS = ("epoch", "loss", "lr", "samples_per_s", "seconds", "peak_memory_mb",
+                "data_wait_fraction", "normal_fraction")
 
 
 class _Parts(NamedTuple):
@@ -162,19 +163,24 @@ def _train_epoch(parts: _Parts, loader: DataLoader, loss_name: str, device: torc
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     steps = len(loader) if max_steps is None else min(len(loader), max_steps)
-    total_loss, seen, start = 0.0, 0, time.perf_counter()
+    total_loss, seen, normal, waiting = 0.0, 0, 0, 0.0
+    start = ready = time.perf_counter()
     with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
         for step, (image, label) in enumerate(loader):
+            waiting += time.perf_counter() - ready  # the model waited for synthesis this long
             if step == steps:
                 break
-            loss = _train_step(parts, image, label, loss_name, device)
+            loss = _train_step(parts, image, label, loss_name, device)  # .item() syncs the GPU
             total_loss += loss * len(image)
             seen += len(image)
+            normal += int((label.flatten(1).amax(1) == 0).sum())  # every patch failed: a normal sample
             bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{seen / (time.perf_counter() - start):.1f}")
             bar.update()
+            ready = time.perf_counter()
     seconds = time.perf_counter() - start
     return dict(loss=total_loss / seen, samples_per_s=seen / seconds, seconds=seconds,
-                peak_memory_mb=_peak_memory_mb(device))
+                peak_memory_mb=_peak_memory_mb(device), data_wait_fraction=waiting / seconds,
+                normal_fraction=normal / seen)
 
 
 def _train_step(parts: _Parts, image: torch.Tensor, label: torch.Tensor, loss_name: str,
@@ -211,7 +217,9 @@ def _peak_memory_mb(device: torch.device) -> float:
 def _summary(history: dict) -> str:
     return (f"epoch {history['epoch'][-1]}: loss {history['loss'][-1]:.4f}, lr {history['lr'][-1]:.2e}, "
             f"{history['samples_per_s'][-1]:.1f} samples/s, {history['seconds'][-1]:.1f} s, "
-            f"peak memory {history['peak_memory_mb'][-1]:.0f} MB")
+            f"peak memory {history['peak_memory_mb'][-1]:.0f} MB, "
+            f"{100 * history['data_wait_fraction'][-1]:.0f}% of the time waiting for data, "
+            f"{100 * history['normal_fraction'][-1]:.1f}% samples without anomaly")
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
