@@ -171,12 +171,18 @@ def to_tensor(image: np.ndarray, normalize: str = "imagenet") -> torch.Tensor:
                          f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}")
     if normalize not in ("imagenet", "none"):
         raise ValueError(f"normalize must be 'imagenet' or 'none', got {normalize!r}")
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return normalize_batch(torch.from_numpy(np.ascontiguousarray(image))[None], normalize)[0].contiguous()
+
+
+def normalize_batch(images: torch.Tensor, normalize: str = "imagenet") -> torch.Tensor:
+    """uint8 B x H x W x 3 (on any device) -> float32 B x 3 x H x W, exactly as :func:`to_tensor`
+    does per image (used when synthesis runs on the training device)."""
+    tensor = images.permute(0, 3, 1, 2).float().div_(255.0)
     if normalize == "imagenet":
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
         tensor = (tensor - mean) / std
-    return tensor.contiguous()
+    return tensor
 
 
 # --------------------------------------------------------------------------- MVTec AD layout
@@ -639,6 +645,9 @@ class SyntheticAnomalyDataset(Dataset):
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.category, self.config, self.seed, self.epoch = category, config, int(seed), 0
         self.synthesize = synthesize
+        #: True: items are the augmented ``(dest, src)`` uint8 pairs, for synthesis on the
+        #: training device (:mod:`nsa_tutorial.batched`; :func:`nsa_tutorial.train.train` sets it)
+        self.pairs_only = False
         self.images = [resize_image(read_image(p), config.resize) for p in category.train]
 
     def __len__(self) -> int:
@@ -679,6 +688,8 @@ class SyntheticAnomalyDataset(Dataset):
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         dest, src, _ = self.pair(int(index), rng)
+        if self.pairs_only:
+            return torch.from_numpy(dest), torch.from_numpy(src)
         synthesize = self.synthesize
         if synthesize is None:
             from nsa_tutorial.synthesis import synthesize

@@ -18,6 +18,7 @@ import os
 import random
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Union
 
@@ -93,8 +94,15 @@ def _prepare(config: Config, device: torch.device, seed: int) -> _Parts:
 def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
           device: Union[str, torch.device, None] = None, seed: int = 0, num_workers: int = 0,
           epochs: Optional[int] = None, resume: bool = True,
-          max_steps_per_epoch: Optional[int] = None, progress: bool = True) -> dict:
+          max_steps_per_epoch: Optional[int] = None, progress: bool = True,
+          synthesis_on_device: Optional[bool] = None) -> dict:
     """Train an NSA model on ``(image, label)`` pairs; returns the per-epoch history.
+
+    ``synthesis_on_device``: make the anomalies for a whole batch on the training device
+    (:mod:`nsa_tutorial.batched`) instead of one by one in the DataLoader workers.  By
+    default on when training on CUDA with a dataset that can hand out raw image pairs
+    (:class:`nsa_tutorial.data.SyntheticAnomalyDataset`) and a method the batched path
+    implements (NSA; ablations A and B).
 
     ``epochs`` stops the run after that many epochs in total (default ``config.epochs``);
     the learning-rate schedule always spans ``config.epochs``, so stopping early and
@@ -111,18 +119,21 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
     if resume and (output_dir / "checkpoint.pt").exists():
         start, history = _load_checkpoint(output_dir / "checkpoint.pt", parts, config)
         print(f"Resumed from epoch {start} of {config.epochs} ({output_dir / 'checkpoint.pt'}).")
-    generator = torch.Generator()
+    on_device = _synthesis_on_device(config, train_set, device, synthesis_on_device)
+    generator, synthesis_generator = torch.Generator(), torch.Generator()
+    prepare = partial(_synthesise, config=config, device=device, generator=synthesis_generator)
     loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     try:
         for epoch in range(start, stop):
             # Shuffle order and worker seeds depend on (seed, epoch) only: resumable.
             generator.manual_seed(seed * 1000 + epoch)
+            synthesis_generator.manual_seed(seed * 1000 + epoch + 500)
             if hasattr(train_set, "set_epoch"):
                 train_set.set_epoch(epoch)
             lr = parts.optimizer.param_groups[0]["lr"]
             stats = _train_epoch(parts, loader, config.loss, device, max_steps_per_epoch,
-                                 f"epoch {epoch + 1}/{stop}", progress)
+                                 f"epoch {epoch + 1}/{stop}", progress, prepare if on_device else None)
             parts.scheduler.step()
             for key, value in dict(epoch=epoch + 1, lr=lr, **stats).items():
                 history[key].append(value)
@@ -134,6 +145,9 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
               "call train() again with the same config and output_dir (resume=True) to continue.",
               file=sys.stderr)
         raise
+    finally:
+        if on_device:
+            train_set.pairs_only = False
     _atomic_write(output_dir / "model.pt", lambda tmp: torch.save(_model_file(parts, config, history), tmp))
     return history
 
@@ -157,8 +171,33 @@ def _check_train_args(config: Config, train_set: Dataset, epochs: Optional[int],
     return epochs
 
 
+def _synthesis_on_device(config: Config, train_set: Dataset, device: torch.device,
+                         requested: Optional[bool]) -> bool:
+    """Whether to synthesise batches on the device; sets the dataset to hand out raw pairs."""
+    supported = hasattr(train_set, "pairs_only") and config.method == "nsa" and config.variant in (None, "A", "B")
+    if requested and not supported:
+        raise ValueError("synthesis_on_device needs a SyntheticAnomalyDataset and method 'nsa' with variant "
+                         f"None, 'A' or 'B'; got {type(train_set).__name__}, {config.method!r}, {config.variant!r}")
+    use = supported and (device.type == "cuda" if requested is None else requested)
+    if use:
+        train_set.pairs_only = True
+    print(f"Synthesis: {'batched on ' + str(device) if use else 'one sample at a time in the DataLoader'}.")
+    return use
+
+
+def _synthesise(batch, config: Config, device: torch.device, generator: torch.Generator):
+    """(dest, src) uint8 pairs -> (normalised images, labels) made on ``device`` in one go."""
+    from nsa_tutorial.batched import synthesize_batch
+    from nsa_tutorial.data import normalize_batch
+
+    dest, src = (t.to(device, non_blocking=True) for t in batch)
+    images, labels = synthesize_batch(dest, src, config, generator)
+    return normalize_batch(images, config.normalize), labels[:, None]
+
+
 def _train_epoch(parts: _Parts, loader: DataLoader, loss_name: str, device: torch.device,
-                 max_steps: Optional[int], desc: str, progress: bool) -> dict:
+                 max_steps: Optional[int], desc: str, progress: bool,
+                 prepare: Optional[Callable] = None) -> dict:
     parts.model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -166,10 +205,11 @@ def _train_epoch(parts: _Parts, loader: DataLoader, loss_name: str, device: torc
     total_loss, seen, normal, waiting = 0.0, 0, 0, 0.0
     start = ready = time.perf_counter()
     with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
-        for step, (image, label) in enumerate(loader):
+        for step, batch in enumerate(loader):
             waiting += time.perf_counter() - ready  # the model waited for synthesis this long
             if step == steps:
                 break
+            image, label = batch if prepare is None else prepare(batch)
             loss = _train_step(parts, image, label, loss_name, device)  # .item() syncs the GPU
             total_loss += loss * len(image)
             seen += len(image)

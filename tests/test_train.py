@@ -197,3 +197,29 @@ def test_pick_device(capsys):
 def test_bad_arguments_are_rejected(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         quiet_train(CONFIG, SquareDataset(), tmp_path, **kwargs)
+
+
+def _texture_dataset(tmp_path, **config_changes):
+    from nsa_tutorial.config import get_config
+    from nsa_tutorial.data import SyntheticAnomalyDataset, load_category, resolve_data_root
+
+    category = load_category(resolve_data_root("textures", cache_dir=tmp_path / "cache"), "texture_grass")
+    category.train = category.train[:8]
+    config = get_config("texture_grass", image_size=64).replace(batch_size=4, epochs=1, **config_changes)
+    return config, SyntheticAnomalyDataset(category, config, seed=0)
+
+
+def test_synthesis_on_the_training_device_trains_on_real_anomalies(tmp_path, capsys):
+    """The batched path (used by default on CUDA) runs end to end; forced here on the CPU."""
+    config, dataset = _texture_dataset(tmp_path)
+    history = train(config, dataset, tmp_path / "run", device="cpu", synthesis_on_device=True, progress=False)
+    assert "Synthesis: batched on cpu" in capsys.readouterr().out
+    assert history["normal_fraction"][0] < 0.5  # the batches carried synthetic anomalies
+    assert np.isfinite(history["loss"][0])
+    assert dataset.pairs_only is False  # the dataset is handed back as it was
+
+
+def test_synthesis_on_device_refuses_methods_it_does_not_implement(tmp_path):
+    config, dataset = _texture_dataset(tmp_path, method="fpi")
+    with pytest.raises(ValueError, match="method 'nsa'"):
+        train(config, dataset, tmp_path / "run", device="cpu", synthesis_on_device=True, progress=False)
