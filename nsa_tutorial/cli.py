@@ -78,7 +78,7 @@ def cmd_reproduce(args) -> None:
         for seed in args.seeds:
             args.category = name
             config = _config(args)
-            run = Path(args.output) / f"{config.method}_{config.label}" / name / f"seed{seed}"
+            run = Path(args.output) / _setting(config) / name / f"seed{seed}"
             metrics = run / "metrics.json"
             if metrics.exists():
                 print(f"{name} seed {seed}: done earlier ({metrics})")
@@ -86,6 +86,12 @@ def cmd_reproduce(args) -> None:
             checkpoint = train_one(args.data_root, config, run, seed, args.device, args.workers)
             write_json(evaluate_one(args.data_root, name, checkpoint, args.device), metrics)
     print(summarise(Path(args.output)))
+
+
+def _setting(config) -> str:
+    """Run folder name of a method/label/ablation, e.g. ``nsa_logistic`` or ``nsa_logistic_B``."""
+    name = f"{config.method}_{config.label}" if config.method == "nsa" else config.method
+    return name if config.variant is None else f"{name}_{config.variant}"
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:

@@ -48,8 +48,9 @@ TABLE4 = {
     "rcxr_female": (3, (0.06, 0.80), (0.06, 0.80), (0, 20, 0.70, 0.70), (0.7, 1.3), 4, 1 / 2),
 }
 #: Settings for data that is not in Table 4 (a user's own images, the embedded
-#: solar cells and textures): no background constraints, the texture scale range
-#: of objects and the moderate logistic curve the paper uses for most textures.
+#: solar cells and textures): no background constraints, the objects' scale range
+#: (textures get the textures' range and four patches, see ``get_config``) and the
+#: moderate logistic curve the paper uses for most textures.
 DEFAULT_SETTINGS = (3, (0.06, 0.80), (0.06, 0.80), _NO_BG, (0.7, 1.3), 7, 1 / 3)
 
 LONG_TRAINING = ("hazelnut", "metal_nut", "screw")  # 560 epochs instead of 320
@@ -210,8 +211,8 @@ def get_config(name: str, *, method: str = "nsa", label: str = "logistic",
     kind = kind or _kind(name)
     n_max, (h_min, h_max), (w_min, w_max), (b, tb, tobj, tov), (s_min, s_max), y0, k = \
         TABLE4.get(name, DEFAULT_SETTINGS)
-    if name not in TABLE4 and kind == "texture":
-        s_min, s_max = 0.5, 2.0
+    if name not in TABLE4 and kind == "texture":  # as the paper's texture classes
+        n_max, (s_min, s_max) = 4, (0.5, 2.0)
     fields = dict(
         name=name, kind=kind, n_max=n_max, h_min=h_min, h_max=h_max, w_min=w_min, w_max=w_max,
         background=b, t_brightness=tb, t_object=tobj, t_overlap=tov, s_min=s_min, s_max=s_max,

@@ -126,7 +126,7 @@ def summarise(output: str | Path) -> str:
     write_json(summary, output / "results.json")
     parts = []
     for setting, categories in summary.items():
-        method = setting if setting.startswith("nsa_") else setting.split("_")[0]
+        method = setting  # nsa_logistic, cutpaste, fpi, ...: the paper's column of the same name
         means = {name: {m: v["mean"] for m, v in values.items()} for name, values in categories.items()}
         for metric in METRICS:
             parts.append(f"### {setting}: {metric}\n")

@@ -165,15 +165,13 @@ def _add_patch(image, src, masks, config: Config, factor: float, rng, backend: s
         if corner is None:
             return None
     x0, y0 = corner
-    region = np.ones((ph, pw), bool)
-    poisson_mask = region
-    if constrained:
-        window_obj = dest_obj[y0:y0 + ph, x0:x0 + pw]
-        region = patch_obj | window_obj
-        poisson_mask = region | (~patch_obj & ~window_obj)  # background in both: blended, never labelled
+    # The whole rectangle is blended (pixels that are background in both images too, which
+    # avoids artefacts); only object pixels of either image can be labelled.
+    poisson_mask = np.ones((ph, pw), bool)
+    region = patch_obj | dest_obj[y0:y0 + ph, x0:x0 + pw] if constrained else poisson_mask
     if config.variant == "D":
         shape = P.ellipse_mask(rng, ph, pw)
-        region, poisson_mask = region & shape, poisson_mask & shape
+        region, poisson_mask = region & shape, shape
     blended = _blend(image, patch, region, poisson_mask, corner, config, factor, backend)
     if blended is None:
         return None
