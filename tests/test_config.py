@@ -139,13 +139,14 @@ def test_unknown_names_get_default_settings():
     for name, kind in (("my_widgets", "object"), ("texture_solar", "texture")):
         c = get_config(name)
         assert c.kind == kind
-        assert (c.n_max, c.h_min, c.h_max, c.w_min, c.w_max) == (n_max, h_min, h_max, w_min, w_max)
+        assert (c.h_min, c.h_max, c.w_min, c.w_max) == (h_min, h_max, w_min, w_max)
         assert (c.background, c.t_brightness, c.t_object, c.t_overlap) == bg
         assert not c.has_background_constraints
         assert (c.y0, c.k) == (y0, k)
     assert (get_config("my_widgets").s_min, get_config("my_widgets").s_max) == (s_min, s_max)
     carpet, texture = get_config("carpet"), get_config("texture_solar")
     assert (texture.s_min, texture.s_max, texture.blend) == (carpet.s_min, carpet.s_max, carpet.blend)
+    assert (get_config("my_widgets").n_max, texture.n_max) == (n_max, carpet.n_max)  # textures: 4 patches
     assert get_config("my_widgets").blend == "normal"
     assert get_config("my_xrays", kind="xray").blend == "mixed"
 
