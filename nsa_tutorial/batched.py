@@ -24,14 +24,14 @@ The building blocks work on float ``B x C x H x W`` tensors on the 0-255 scale.
 Randomness: every random number comes from a *CPU* ``torch.Generator``, in a fixed
 order and amount per batch (all ``max_tries`` candidates of all ``n_max`` patch slots,
 used or not), and is then moved to the device.  The same generator state therefore
-gives the same output, and the same patch geometry on every device.
+gives the same output and, up to float rounding, the same patches on every device.
 
-Deliberate differences from the CPU path, none of which changes a distribution that
-the tests can see: the Poisson problem is the textbook one of
-:func:`nsa_tutorial.poisson.solve_poisson` (OpenCV erodes the mask and truncates, see
-:mod:`nsa_tutorial.poisson`); destination corners are uniform on ``[1, W - w - 1]``
-(``patches.sample_dest_offset`` gives the last value twice the weight); a resized
-object-mask pixel that lands exactly on 0.5 may round either way.
+The Poisson problem is OpenCV's, as the CPU path's default ``"fast"`` backend
+(:func:`nsa_tutorial.poisson.clone_rect`), not the textbook one: on the same patch the
+textbook solution changes the image about 1.5 times as much, and so would the labels.
+Two small differences remain, invisible in the distributions: float rounding (at most
+one grey level after truncation), and a resized object-mask pixel that lands exactly
+on 0.5 may round either way.
 
 Only ``method="nsa"`` (variants ``None``, ``"A"``, ``"B"``) is implemented: the other
 methods and variants C and D raise ``NotImplementedError``; use the CPU path for them.
@@ -53,7 +53,6 @@ from .labels import DISK_RADIUS
 from .synthesis import MIN_POISSON_PIXELS
 
 Tensor = torch.Tensor
-_NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # N(p), as in poisson.py
 
 
 @dataclass
@@ -315,8 +314,8 @@ def _sine_basis(start: Tensor, length: Tensor, size: int) -> Tensor:
     pixel = torch.arange(size, device=start.device)[None, :, None] - start[:, None, None] + 1
     freq = torch.arange(1, size + 1, device=start.device)[None, None, :]
     n = length[:, None, None]
-    angle = math.pi * (pixel * freq % (2 * n + 2)) / (n + 1)  # reduced: sin has period 2(n + 1)
-    basis = torch.sqrt(2 / (n + 1).double()) * torch.sin(angle.double())
+    angle = math.pi * (pixel * freq % (2 * n + 2)).double() / (n + 1)  # sin has period 2(n + 1)
+    basis = torch.sqrt(2 / (n + 1).double()) * torch.sin(angle)
     return torch.where((pixel >= 1) & (pixel <= n) & (freq <= n), basis, 0.0)
 
 
@@ -324,36 +323,58 @@ def _sine_eigenvalues(length: Tensor, size: int) -> Tensor:
     """Eigenvalues ``2 - 2 cos(pi k / (n + 1))`` of the 1-D Dirichlet Laplacian: B x size, 1 past ``n``."""
     freq = torch.arange(1, size + 1, device=length.device)[None]
     n = length[:, None]
-    return torch.where(freq <= n, 2 - 2 * torch.cos(math.pi * freq / (n + 1).double()), 1.0)
+    return torch.where(freq <= n, 2 - 2 * torch.cos(math.pi * freq.double() / (n + 1)), 1.0)
 
 
-def _correction_rhs(dst: Tensor, src: Tensor, mode: str) -> Tensor:
-    """Right-hand side for the correction ``u = f - f*``: ``sum_q (v_pq - (f*_p - f*_q))``.
+def _forward(a: Tensor, dim: int) -> Tensor:
+    """``a[p + 1] - a[p]`` along ``dim`` (wrapping at the image border, which the solve never reads)."""
+    return torch.roll(a, -1, dim) - a
 
-    Putting ``f = f* + u`` (``u = 0`` outside Ω) into the equation of
-    :mod:`nsa_tutorial.poisson` turns the boundary values into this term; ``v_pq`` is
-    eq. 3 or, for ``"mixed"``, eq. 4 with :func:`~nsa_tutorial.poisson.guidance_divergence`'s
-    rule.  ``torch.roll`` wraps around only at the image border, which Ω never touches.
+
+def _correction_rhs(dst: Tensor, src: Tensor, weight: Tensor, mode: str) -> Tensor:
+    """Right-hand side ``b`` of ``4 u_p - sum_q u_q = b_p`` for the correction ``u = f - f*``.
+
+    As :func:`nsa_tutorial.poisson.clone_rect` (OpenCV's problem): the guidance is the
+    source's forward differences where ``weight`` is 1, the destination's elsewhere;
+    ``"mixed"`` takes both components from the image with the larger ``|v_x - v_y|``.
+    With ``f = f* + u``, only the guidance's departure from ``∇f*`` is left:
+    ``b = -div(weight (v - ∇f*))``, with backward differences for the divergence.
     """
-    total = torch.zeros_like(dst)
-    for dy, dx in _NEIGHBOURS:
-        v_dst = dst - torch.roll(dst, (-dy, -dx), (-2, -1))
-        v = src - torch.roll(src, (-dy, -dx), (-2, -1))
-        if mode == "mixed":
-            v = torch.where(v_dst.abs() > v.abs(), v_dst, v)
-        total += v - v_dst
-    return total
+    gx, gy, fx, fy = _forward(src, -1), _forward(src, -2), _forward(dst, -1), _forward(dst, -2)
+    if mode == "mixed":
+        use_src = (gx - gy).abs() > (fx - fy).abs()
+        gx, gy = torch.where(use_src, gx, fx), torch.where(use_src, gy, fy)
+    ex, ey = weight * (gx - fx), weight * (gy - fy)
+    return torch.roll(ex, 1, -1) - ex + torch.roll(ey, 1, -2) - ey
 
 
-def poisson_rect_batch(dst: Tensor, src: Tensor, rects: Tensor, mode: str = "normal") -> Tensor:
-    """Seamless cloning (eq. 1-4) of aligned B x C x H x W float images on one rectangle each.
+def _shrink(rects: Tensor, pixels: int) -> Tensor:
+    """Rectangles (x0, y0, x1, y1) without a frame of ``pixels``; empty ones come back empty."""
+    return rects + rects.new_tensor([pixels, pixels, -pixels, -pixels])
 
-    Solves exactly the discrete problem of :func:`nsa_tutorial.poisson.solve_poisson` with
-    ``Ω`` = ``rects`` (B x 4 int64, (x0, y0, x1, y1), half-open; empty when
-    ``x1 <= x0`` or ``y1 <= y0``; never touching the image border): ``dst`` is ``f*``,
-    ``src`` is ``g``.  On a rectangle the Dirichlet Laplacian is diagonal in the sine
-    basis (OpenCV's method too), so the solve is four batched matrix products and one
-    division, with no iterations and no tolerance.  Returns ``f`` (``f*`` outside Ω).
+
+def _rect_mask(rects: Tensor, shape: Tuple[int, int]) -> Tensor:
+    """B x H x W bool: the pixels inside each rectangle (x0, y0, x1, y1), half-open."""
+    ys, xs = (torch.arange(n, device=rects.device) for n in shape)
+    inside_y = (ys >= rects[:, 1, None]) & (ys < rects[:, 3, None])
+    inside_x = (xs >= rects[:, 0, None]) & (xs < rects[:, 2, None])
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def poisson_rect_batch(dst: Tensor, src: Tensor, rects: Tensor, mode: str = "normal",
+                       erosion: int = 3) -> Tensor:
+    """Seamless cloning (eq. 1-4) of aligned B x C x H x W float images, one rectangle each.
+
+    ``dst`` is ``f*``, ``src`` is ``g``; ``rects`` (B x 4 int64, (x0, y0, x1, y1),
+    half-open, inside the image; empty where ``x1 - x0 < 3`` or ``y1 - y0 < 3``) are
+    the rectangles whose 1-px border stays fixed (Dirichlet boundary), as in
+    :func:`nsa_tutorial.poisson.clone_rect`.  The guidance is the source's inside the
+    rectangle shrunk by ``erosion`` pixels and the destination's elsewhere: ``erosion=3``
+    is OpenCV's problem (synthesis's default), ``erosion=0`` the textbook one of
+    :func:`nsa_tutorial.poisson.solve_poisson` on the rectangle's interior (``"normal"``).
+    On a rectangle the Dirichlet Laplacian is diagonal in the sine basis (OpenCV's
+    method too), so the solve is exact: four batched matrix products and one division,
+    no iterations, no tolerance.  Returns the float solution ``f`` (``f*`` outside).
     """
     _check_float_batch(dst, "dst")
     if src.shape != dst.shape or rects.shape != (len(dst), 4) or rects.dtype != torch.int64:
@@ -361,41 +382,47 @@ def poisson_rect_batch(dst: Tensor, src: Tensor, rects: Tensor, mode: str = "nor
                          f"({len(dst)}, 4); got {tuple(src.shape)} and {rects.dtype} {tuple(rects.shape)}")
     if mode not in ("normal", "mixed"):
         raise ValueError(f"mode must be 'normal' or 'mixed', got {mode!r}")
-    x0, y0, x1, y1 = rects.unbind(1)
+    shape = (dst.shape[2], dst.shape[3])
+    unknowns = _shrink(rects, 1)
+    x0, y0, x1, y1 = unknowns.unbind(1)
     empty = (x1 <= x0) | (y1 <= y0)
-    if (~empty & ((x0 < 1) | (y0 < 1) | (x1 > dst.shape[3] - 1) | (y1 > dst.shape[2] - 1))).any():
-        raise ValueError("every rectangle must keep a 1-pixel distance from the image border")
+    if (~empty & ((x0 < 1) | (y0 < 1) | (x1 > shape[1] - 1) | (y1 > shape[0] - 1))).any():
+        raise ValueError("every rectangle must lie inside the image")
+    height, width = torch.where(empty, 0, y1 - y0), torch.where(empty, 0, x1 - x0)
     dtype = _solve_dtype(dst.device)
-    height, width = (torch.where(empty, 0, y1 - y0), torch.where(empty, 0, x1 - x0))
-    phi_y = _sine_basis(y0, height, dst.shape[2]).to(dtype)[:, None]
-    phi_x = _sine_basis(x0, width, dst.shape[3]).to(dtype)[:, None]
-    eigen = (_sine_eigenvalues(height, dst.shape[2])[:, :, None]
-             + _sine_eigenvalues(width, dst.shape[3])[:, None, :]).to(dtype)
-    coefficients = phi_y.mT @ _correction_rhs(dst, src, mode).to(dtype) @ phi_x / eigen[:, None]
+    phi_y = _sine_basis(y0, height, shape[0]).to(dtype)[:, None]
+    phi_x = _sine_basis(x0, width, shape[1]).to(dtype)[:, None]
+    eigen = (_sine_eigenvalues(height, shape[0])[:, :, None]
+             + _sine_eigenvalues(width, shape[1])[:, None, :]).to(dtype)
+    weight = _rect_mask(_shrink(rects, erosion), shape)[:, None].to(dst)
+    rhs = _correction_rhs(dst, src, weight, mode).to(dtype)
+    coefficients = phi_y.mT @ rhs @ phi_x / eigen[:, None]
     return dst + (phi_y @ coefficients @ phi_x.mT).to(dst.dtype)
 
 
-def median_disk_batch(values: Tensor, radius: int = DISK_RADIUS, max_elements: int = 1 << 26) -> Tensor:
-    """Median over a disk of ``radius`` for a float B x H x W batch (cf. ``labels.median_disk``).
+def median_disk_batch(values: Tensor, radius: int = DISK_RADIUS, max_elements: int = 1 << 24) -> Tensor:
+    """Median over a disk of ``radius`` for a non-negative float B x H x W batch.
 
-    As ``skimage.filters.rank.median``: pixels outside the image do not count, and of
-    ``n`` values the one at sorted position ``n // 2`` is taken.  The disk's values are
-    stacked (out-of-image ones as +inf, which sort last) and sorted, in chunks of at
-    most ``max_elements`` stacked values.
+    As ``skimage.filters.rank.median`` (so :func:`nsa_tutorial.labels.median_disk`):
+    pixels outside the image do not count, and of ``n`` values the one at sorted
+    position ``n // 2`` is taken.  That value is 0 unless at least ``n - n // 2`` of the
+    disk is non-zero, so only such pixels are sorted (their out-of-image neighbours as
+    +inf, which sort last), in chunks of at most ``max_elements`` values.
     """
-    batch, height, width = values.shape
-    footprint = torch.as_tensor(disk(radius), dtype=torch.bool)
-    offsets = torch.nonzero(footprint).tolist()
-    kernel = footprint.to(values)[None, None]
-    count = F.conv2d(torch.ones_like(values[:1, None]), kernel, padding=radius)[0, 0]
-    rank = (count.long() // 2).expand(1, 1, height, width)
+    footprint = torch.as_tensor(disk(radius), dtype=values.dtype, device=values.device)
+    counts = F.conv2d(torch.stack([torch.ones_like(values[0]), *(values > 0).to(values)])[:, None],
+                      footprint[None, None], padding=radius)[:, 0].round()
+    rank = counts[0].long() // 2
+    b, y, x = torch.nonzero(counts[1:] >= counts[0] - rank, as_tuple=True)
+    dy, dx = torch.nonzero(footprint, as_tuple=True)
     padded = F.pad(values, (radius,) * 4, value=math.inf)
-    chunk = max(1, max_elements // (len(offsets) * height * width))
-    medians = []
-    for part in padded.split(chunk):
-        stack = torch.stack([part[:, dy:dy + height, dx:dx + width] for dy, dx in offsets], 1)
-        medians.append(stack.sort(1).values.gather(1, rank.expand(len(part), -1, -1, -1))[:, 0])
-    return torch.cat(medians)
+    height, width = padded.shape[1:]
+    out = torch.zeros_like(values)
+    for part in torch.arange(len(b), device=b.device).split(max(1, max_elements // len(dy))):
+        index = ((b[part, None] * height + y[part, None] + dy) * width + x[part, None] + dx)
+        ranked = padded.view(-1)[index].sort(1).values
+        out[b[part], y[part], x[part]] = ranked.gather(1, rank[y[part], x[part], None])[:, 0]
+    return out
 
 
 def label_batch(images: Tensor, dest: Tensor, region: Tensor, kind: str, y0: float = 0.0,
@@ -416,31 +443,35 @@ def label_batch(images: Tensor, dest: Tensor, region: Tensor, kind: str, y0: flo
     diff_sum = (images - dest).abs().sum(1) * region  # exact: sums of integers
     m = box_count(diff_sum > tol * channels, 5) > 25 // 2
     if kind == "binary":
-        return m.float()
-    c = median_disk_batch(diff_sum * m) / channels
-    if kind == "continuous":
-        return c
-    return (m / (1 + torch.exp(-k * (c.double() - y0)))).float()
+        label = m.float()
+    else:
+        c = median_disk_batch(diff_sum * m) / channels
+        label = c if kind == "continuous" else (m / (1 + torch.exp(-k * (c.double() - y0)))).float()
+    # the median filters can fill holes of the region (background in both images, gaps
+    # between patches): those pixels were never part of a patch mask
+    return label * region
 
 
 def _blend_patch(image: Tensor, src: Tensor, masks: Optional[_Masks], patch: _Patch,
                  config: Config) -> Tuple[Tensor, Tensor]:
     """Poisson-blend one patch slot into the batch; returns the new image and the patch regions.
 
-    As ``synthesis._add_patch``: the Poisson mask is the whole patch rectangle without
-    its 1-px frame (object pixels of either image plus background in both cover it),
-    the label region is the rectangle's object pixels in source or destination.
-    ``src`` carries the source object mask as an extra channel when constrained.
+    As ``synthesis._add_patch`` with its default ``"fast"`` backend: the Poisson mask
+    (object pixels of either image plus background in both) is the whole patch
+    rectangle; its 1-px frame is zeroed, so OpenCV's problem lives on the rectangle
+    without that frame.  The label region is the rectangle's object pixels in source
+    or destination.  ``src`` carries the source object mask as an extra channel when
+    constrained.
     """
     content, inside = place_patches(src, patch.src_rect, patch.size, patch.corner)
     region = inside & patch.ok[:, None, None]
     if masks is not None:
         region &= (content[:, 3] >= 0.5) | masks.dest
     (h, w), (y, x) = patch.size.unbind(1), patch.corner.unbind(1)
-    omega = torch.stack([x + 1, y + 1, x + w - 1, y + h - 1], 1) * patch.ok[:, None]
-    # the CPU path blends the uint8 output of cv2.resize
-    blended = poisson_rect_batch(image, content[:, :3].round(), omega, config.blend)
-    return blended.round().clamp(0, 255), region
+    rects = torch.stack([x + 1, y + 1, x + w - 1, y + h - 1], 1) * patch.ok[:, None]
+    # the CPU path blends the uint8 output of cv2.resize and truncates the result, as OpenCV
+    blended = poisson_rect_batch(image, content[:, :3].round(), rects, config.blend)
+    return blended.clamp(0, 255).floor(), region
 
 
 def _rects(patches: list, key: str) -> Tensor:
