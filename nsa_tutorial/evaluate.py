@@ -11,6 +11,7 @@ to the full resolution before pixel metrics; texture classes are seen whole.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -103,11 +104,30 @@ def mean_and_se(values) -> tuple[float, Optional[float]]:
     return float(values.mean()), se
 
 
+def provenance() -> dict:
+    """Where a result came from: package version, git commit (if any), hardware and date."""
+    import platform
+    import subprocess
+    import time
+
+    from . import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"package_version": __version__, "commit": commit, "date": time.strftime("%Y-%m-%d"),
+            "machine": platform.platform(), "cpu_count": os.cpu_count(), "gpu": gpu,
+            "torch": torch.__version__}
+
+
 def summarise(output: str | Path) -> str:
     """Collect ``SETTING/CATEGORY/seedN/metrics.json`` under ``output`` into tables.
 
     Writes ``results.json`` (mean, standard error and seeds per setting, class and
-    metric) and ``tables.md`` (for MVTec AD classes laid out like the paper's
+    metric, and the :func:`provenance` of the summary) and ``tables.md`` (for MVTec AD classes laid out like the paper's
     Tables 1, 2 and 8 with the paper's numbers beside ours), and returns the Markdown.
     """
     from .config import MVTEC_CLASSES
@@ -123,7 +143,7 @@ def summarise(output: str | Path) -> str:
                          for m in METRICS if all(r.get(m) is not None for r in results)}
                   for name, results in categories.items()}
         for setting, categories in runs.items()}
-    write_json(summary, output / "results.json")
+    write_json({**summary, "provenance": provenance()}, output / "results.json")
     parts = []
     for setting, categories in summary.items():
         method = setting  # nsa_logistic, cutpaste, fpi, ...: the paper's column of the same name

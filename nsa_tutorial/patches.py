@@ -98,10 +98,10 @@ def sample_source_rect(rng: np.random.Generator, size: Tuple[int, int], shape: T
     n = config.max_tries
     cx = rng.uniform(width * config.w_min / 2, width - width * config.w_min / 2, n)
     cy = rng.uniform(height * config.h_min / 2, height - height * config.h_min / 2, n)
-    x0 = np.clip(np.round(cx - w / 2), 0, width).astype(int)
-    y0 = np.clip(np.round(cy - h / 2), 0, height).astype(int)
-    x1 = np.clip(x0 + w, 0, width)
-    y1 = np.clip(y0 + h, 0, height)
+    left, top = np.round(cx - w / 2).astype(int), np.round(cy - h / 2).astype(int)
+    # clip both ends: a patch sticking out on any side is cut by the border, never shifted
+    x0, x1 = np.clip(left, 0, width), np.clip(left + w, 0, width)
+    y0, y1 = np.clip(top, 0, height), np.clip(top + h, 0, height)
     rects = np.stack([x0, y0, x1, y1], axis=1)
     rects = rects[(rects[:, 2] - rects[:, 0] >= 2) & (rects[:, 3] - rects[:, 1] >= 2)]
     if src_integral is not None:

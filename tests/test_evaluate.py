@@ -75,5 +75,6 @@ def test_summarise_collects_seeds_into_paper_tables(tmp_path):
     assert bottle["image_auroc"]["mean"] == pytest.approx(0.93)
     assert bottle["image_auroc"]["seeds"] == 2
     assert "au_pro" not in bottle  # no value, no row: never a made-up number
+    assert results["provenance"]["package_version"] and results["provenance"]["date"]
     assert "| object | bottle | 93.0 | 97.7 ± 0.3 |" in markdown  # ours next to the paper's Table 1
     assert (tmp_path / "tables.md").read_text().strip() == markdown.strip()

@@ -167,8 +167,12 @@ def test_source_centre_is_uniform_and_border_clips():
     centres = [sum(P.sample_source_rect(rng, (4, 4), (128, width), c, None)[0::2]) / 2 for _ in range(2000)]
     lo, hi = width * c.w_min / 2, width - width * c.w_min / 2
     assert stats.kstest(centres, stats.uniform(lo, hi - lo).cdf).statistic < 0.04
-    wide = [P.sample_source_rect(rng, (20, 80), (128, width), c, None) for _ in range(200)]
+    wide = [P.sample_source_rect(rng, (20, 80), (128, width), c, None) for _ in range(400)]
     assert any(x1 - x0 < 80 for x0, _, x1, _ in wide)
+    # the border cuts on both sides alike: a patch is never shifted inside at full size
+    cut_left = sum(x0 == 0 and x1 - x0 < 80 for x0, _, x1, _ in wide)
+    cut_right = sum(x1 == width and x1 - x0 < 80 for x0, _, x1, _ in wide)
+    assert cut_left > 0.6 * cut_right and cut_right > 0.6 * cut_left
 
 
 def test_unsatisfiable_constraints_return_none_quickly():
