@@ -146,8 +146,8 @@ def _region_weights(anomalous: np.ndarray) -> tuple[np.ndarray, int]:
 def pro_curve(masks, maps) -> tuple[np.ndarray, np.ndarray]:
     """The per-region-overlap curve ``(fpr, pro)`` at every distinct threshold (eq. 17).
 
-    PRO(t) = (1/M) sum_j sum_k |P_j(t) & C_jk| / |C_jk| with P_j(t) the pixels of
-    image j scoring >= t and C_jk its k-th 8-connected ground-truth region;
+    ``PRO(t) = (1/M) sum_j sum_k |P_j(t) & C_jk| / |C_jk|`` with ``P_j(t)`` the pixels of
+    image j scoring >= t and ``C_jk`` its k-th 8-connected ground-truth region;
     FPR(t) is the fraction of normal pixels scoring >= t.  Thresholds run over
     all distinct scores, highest first, so pixels with equal scores enter
     together.  The curve starts at (0, 0) and ends at (1, 1); both arrays are
