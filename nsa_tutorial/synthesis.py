@@ -136,7 +136,7 @@ def _blend(image, patch, region, poisson_mask, corner, config: Config, factor: f
 def _add_patch(image, src, masks, config: Config, factor: float, rng, backend: str):
     """Sample, place and blend one patch. Returns (image, region, src_rect, dest_rect) or None."""
     height, width = image.shape[:2]
-    src_obj, dest_obj = masks
+    src_obj, dest_obj, src_integral, dest_integral = masks
     constrained = src_obj is not None
     if config.variant == "C":
         ph, pw = P.sample_cutpaste_size(rng, height, width)
@@ -144,7 +144,6 @@ def _add_patch(image, src, masks, config: Config, factor: float, rng, backend: s
         src_rect = (x0, y0, x0 + pw, y0 + ph)
     else:
         size = P.sample_patch_size(rng, height, width, config)
-        src_integral = cv2.integral(src_obj.astype(np.uint8)) if constrained else None
         src_rect = P.sample_source_rect(rng, size, (height, width), config, src_integral)
         if src_rect is None:
             return None
@@ -160,7 +159,6 @@ def _add_patch(image, src, masks, config: Config, factor: float, rng, backend: s
     if config.method in ("fpi", "pii"):
         corner = (sx0, sy0)  # same location in the destination
     else:
-        dest_integral = cv2.integral(dest_obj.astype(np.uint8)) if constrained else None
         corner = P.sample_dest_offset(rng, patch_obj, (height, width), config, dest_obj, dest_integral)
         if corner is None:
             return None
@@ -185,7 +183,7 @@ def make_anomaly(dest: np.ndarray, src: np.ndarray, config: Config,
     """Blend up to ``config.n_max`` patches of ``src`` into ``dest`` and label the change.
 
     The first patch is always attempted, each further one on a fair coin flip.
-    Object masks (eq. 8) are computed once per image pair.  A patch whose
+    Object masks (eq. 8) and their integral images are computed once per image pair.  A patch whose
     constraints cannot be met within ``config.max_tries`` draws, or whose blend
     fails, is skipped and counted in ``Anomaly.skipped``; if all fail the
     sample is normal (all-zero label).  ``backend`` is the Poisson solver:
@@ -197,10 +195,10 @@ def make_anomaly(dest: np.ndarray, src: np.ndarray, config: Config,
     dest3, src3 = _check_inputs(dest, src, config, rng)
     if config.method == "cutpaste":
         src3 = dest3
-    masks = (None, None)
+    masks = (None,) * 4  # object masks and their integral images, once per image pair
     if config.has_background_constraints:
-        masks = (P.object_mask(src3, config.background, config.t_brightness),
-                 P.object_mask(dest3, config.background, config.t_brightness))
+        objects = [P.object_mask(img, config.background, config.t_brightness) for img in (src3, dest3)]
+        masks = (*objects, *(cv2.integral(obj.astype(np.uint8)) for obj in objects))
     factor = float(rng.uniform(0.05, 0.95)) if config.method in ("fpi", "pii") else 1.0
     result = Anomaly(dest3.copy(), np.zeros(dest3.shape[:2], np.float32), np.zeros(dest3.shape[:2], bool))
     for i in range(config.n_max):
