@@ -15,10 +15,7 @@ synthesis can be read off.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -30,6 +27,7 @@ import torch.nn.functional as F
 from bench_synthesis import PHOTOS, TEXTURES, bench, images
 from nsa_tutorial.batched import make_anomaly_batch
 from nsa_tutorial.config import get_config
+from nsa_tutorial.evaluate import provenance, write_json
 from nsa_tutorial.model import build_model
 
 SETTINGS = (("bottle", PHOTOS, 224), ("carpet", TEXTURES, 256))
@@ -133,13 +131,7 @@ def main() -> None:
         runs.append(run(name, photos, size, args))
         report(runs[-1])
     if args.json:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        record = {"commit": commit, "machine": platform.processor() or platform.machine(),
-                  "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                  "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                  "date": time.strftime("%Y-%m-%d"), "runs": runs}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        write_json({**provenance(), "runs": runs}, args.json)  # commit, machine, GPU, date
 
 
 if __name__ == "__main__":

@@ -12,10 +12,7 @@ at 224x224 on our machine (spec/reference-facts.md).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import numpy as np
 from skimage import data
 
 from nsa_tutorial.config import get_config
+from nsa_tutorial.evaluate import provenance, write_json
 from nsa_tutorial.synthesis import make_anomaly
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
@@ -74,11 +72,7 @@ def main() -> None:
               f"{100 * r['skipped_patch_rate']:.1f}% patches skipped, "
               f"{100 * r['normal_sample_rate']:.1f}% samples left normal")
     if args.json:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        record = {"commit": commit, "machine": platform.processor() or platform.machine(),
-                  "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "runs": runs}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        write_json({**provenance(), "runs": runs}, args.json)  # commit, machine, GPU, date
 
 
 if __name__ == "__main__":
