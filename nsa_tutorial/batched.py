@@ -446,7 +446,7 @@ def label_batch(images: Tensor, dest: Tensor, region: Tensor, kind: str, y0: flo
         label = m.float()
     else:
         c = median_disk_batch(diff_sum * m) / channels
-        label = c if kind == "continuous" else (m / (1 + torch.exp(-k * (c.double() - y0)))).float()
+        label = c if kind == "continuous" else m / (1 + torch.exp(-k * (c.float() - y0)))  # float32, as labels.py
     # the median filters can fill holes of the region (background in both images, gaps
     # between patches): those pixels were never part of a patch mask
     return label * region

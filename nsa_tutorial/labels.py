@@ -12,9 +12,9 @@ All labels start from the difference image ``d = mean_c |x_tilde - x_dest|``
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from skimage.filters.rank import median as rank_median
-from skimage.morphology import disk
+from numba import njit
 
 from .patches import binary_median
 
@@ -23,9 +23,17 @@ DISK_RADIUS = 5
 
 def channel_sum_difference(image: np.ndarray, dest: np.ndarray, region: np.ndarray) -> np.ndarray:
     """``sum_c |image - dest|`` inside ``region`` as uint16 (exact; ``d`` is this over C)."""
-    diff = np.abs(image.astype(np.int16) - dest.astype(np.int16))
-    total = diff.sum(axis=2) if diff.ndim == 3 else diff
-    return (total * region).astype(np.uint16)
+    diff = cv2.absdiff(image, dest).astype(np.uint16)  # |a - b| of uint8 images is exact in uint8
+    total = diff if diff.ndim == 2 else diff.sum(axis=2, dtype=np.uint16) if diff.shape[2] != 3 else (
+        diff[..., 0] + diff[..., 1] + diff[..., 2])  # three adds are ~7x faster than sum(axis=2)
+    total *= region
+    return total
+
+
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)``, half-open, of the non-zero pixels of a 2-D mask; None if there are none."""
+    x, y, w, h = cv2.boundingRect((mask != 0).view(np.uint8))
+    return None if w == 0 else (y, y + h, x, x + w)
 
 
 def binary_label(diff_sum: np.ndarray, channels: int, tol: float = 1.0) -> np.ndarray:
@@ -33,38 +41,100 @@ def binary_label(diff_sum: np.ndarray, channels: int, tol: float = 1.0) -> np.nd
     return binary_median(diff_sum > tol * channels, 5)
 
 
-def median_disk(values: np.ndarray, radius: int = DISK_RADIUS) -> np.ndarray:
-    """Median over a disk of ``radius`` of a non-negative integer image (uint16, < 4096).
+@njit(cache=True, nogil=True)
+def _sliding_median(values: np.ndarray, radius: int, y0: int, y1: int, x0: int,
+                    x1: int) -> np.ndarray:  # pragma: no cover (compiled)
+    """Huang's sliding-histogram median over a disk, one row at a time (compiled by numba).
 
-    Equal to ``skimage.filters.rank.median(values, disk(radius))`` on the whole
-    image (pixels outside the image are not counted), but computed only over the
-    bounding box of the non-zero pixels plus a margin: far from them every
-    neighbourhood is all zero and so is the median.  This is the fast path that
-    replaces the reference code's float median filter (about half its time).
+    Moving the disk one pixel right removes its left edge and adds its right edge:
+    2 (2 r + 1) histogram updates instead of re-sorting (2 r + 1)^2 values.  ``med``
+    tracks the answer with ``below`` = the number of values under it, so it moves
+    only as far as the median changed.  Pixels outside the image are not counted;
+    the median of ``n`` values is the smallest ``v`` with more than ``n / 2`` values
+    ``<= v`` (the upper median when ``n`` is even), as in scikit-image.  Only the
+    output window ``[y0, y1) x [x0, x1)`` is computed; the rest stays 0.
     """
-    ys, xs = np.nonzero(values)
-    out = np.zeros_like(values)
-    if len(ys) == 0:
-        return out
     h, w = values.shape
-    y0, y1 = max(ys.min() - 2 * radius, 0), min(ys.max() + 2 * radius + 1, h)
-    x0, x1 = max(xs.min() - 2 * radius, 0), min(xs.max() + 2 * radius + 1, w)
-    crop = rank_median(values[y0:y1, x0:x1], disk(radius))
-    # keep pixels within `radius` of the non-zero box: their neighbourhoods are complete
-    iy0, iy1 = max(ys.min() - radius, 0), min(ys.max() + radius + 1, h)
-    ix0, ix1 = max(xs.min() - radius, 0), min(xs.max() + radius + 1, w)
-    out[iy0:iy1, ix0:ix1] = crop[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+    half = np.empty(2 * radius + 1, np.int64)  # half-widths of the disk's rows
+    for dy in range(-radius, radius + 1):
+        half[dy + radius] = int(np.sqrt(radius * radius - dy * dy))
+    out = np.zeros_like(values)
+    hist = np.zeros(int(values.max()) + 1, np.int64)
+    for y in range(y0, y1):
+        hist[:] = 0
+        pop = below = med = 0
+        for dy in range(-radius, radius + 1):  # the disk at x = x0
+            if 0 <= y + dy < h:
+                for x in range(max(x0 - half[dy + radius], 0), min(x0 + half[dy + radius], w - 1) + 1):
+                    hist[values[y + dy, x]] += 1
+                    pop += 1
+        for x in range(x0, x1):
+            for dy in range(-radius, radius + 1):
+                yy, hw = y + dy, half[dy + radius]
+                if x == x0 or yy < 0 or yy >= h:
+                    continue
+                if x - hw - 1 >= 0:  # leaves on the left
+                    v = values[yy, x - hw - 1]
+                    hist[v] -= 1
+                    pop -= 1
+                    below -= v < med
+                if x + hw < w:  # enters on the right
+                    v = values[yy, x + hw]
+                    hist[v] += 1
+                    pop += 1
+                    below += v < med
+            while 2 * below > pop:  # too high: step down
+                med -= 1
+                below -= hist[med]
+            while 2 * (below + hist[med]) <= pop:  # too low: step up
+                below += hist[med]
+                med += 1
+            out[y, x] = med
     return out
 
 
-def continuous_label(diff_sum: np.ndarray, m: np.ndarray, channels: int) -> np.ndarray:
-    """Eq. 13 (continuous): disk-median of ``m * d`` on the 0-255 scale (float32)."""
-    return median_disk(diff_sum * m.astype(np.uint16)).astype(np.float32) / channels
+def median_disk(values: np.ndarray, radius: int = DISK_RADIUS,
+                within: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Median over a disk of ``radius`` of a non-negative integer image (uint16).
+
+    Equal to ``skimage.filters.rank.median(values, skimage.morphology.disk(radius))``
+    on the whole image (pixels outside the image are not counted; tested), but
+    about 10x faster: a sliding histogram (:func:`_sliding_median`) computed only
+    within ``radius`` of the bounding box of the non-zero pixels, since farther away
+    more than half of every disk is zero and so is the median.  ``within = (y0, y1, x0, x1)``
+    restricts the result further to that box (zero elsewhere).  The reference code's
+    float median filter over the whole image is about half its time.
+    """
+    if values.dtype != np.uint16 or values.ndim != 2:
+        raise ValueError(f"values must be a 2-D uint16 image, got {values.ndim}-D {values.dtype}")
+    box = bounding_box(values)
+    if box is None:
+        return np.zeros_like(values)
+    h, w = values.shape
+    y0, y1, x0, x1 = max(box[0] - radius, 0), min(box[1] + radius, h), max(box[2] - radius, 0), min(box[3] + radius, w)
+    if within is not None:
+        y0, y1, x0, x1 = max(y0, within[0]), min(y1, within[1]), max(x0, within[2]), min(x1, within[3])
+    if y0 >= y1 or x0 >= x1:
+        return np.zeros_like(values)
+    # the input the outputs read: ``radius`` more on every side
+    cy0, cx0 = max(y0 - radius, 0), max(x0 - radius, 0)
+    crop = np.ascontiguousarray(values[cy0:min(y1 + radius, h), cx0:min(x1 + radius, w)])
+    out = np.zeros_like(values)
+    out[cy0:cy0 + crop.shape[0], cx0:cx0 + crop.shape[1]] = _sliding_median(
+        crop, radius, y0 - cy0, y1 - cy0, x0 - cx0, x1 - cx0)
+    return out
+
+
+def continuous_label(diff_sum: np.ndarray, m: np.ndarray, channels: int,
+                     within: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Eq. 13 (continuous): disk-median of ``m * d`` on the 0-255 scale (float32);
+    ``within`` as in :func:`median_disk`."""
+    return median_disk(diff_sum * m, within=within).astype(np.float32) / np.float32(channels)
 
 
 def logistic_label(m: np.ndarray, c: np.ndarray, y0: float, k: float) -> np.ndarray:
     """Eq. 14: ``m / (1 + exp(-k (c - y0)))``; ``y0`` and ``k`` on the 0-255 scale (Table 4)."""
-    return (m / (1.0 + np.exp(-k * (c.astype(np.float64) - y0)))).astype(np.float32)
+    return m / (1 + np.exp(np.float32(-k) * (c.astype(np.float32) - np.float32(y0))))
 
 
 def make_label(image: np.ndarray, dest: np.ndarray, region: np.ndarray, kind: str,
@@ -81,19 +151,19 @@ def make_label(image: np.ndarray, dest: np.ndarray, region: np.ndarray, kind: st
     if kind not in ("binary", "continuous", "logistic"):
         raise ValueError(f"label kind must be 'binary', 'continuous' or 'logistic', got {kind!r}")
     label = np.zeros(region.shape, np.float32)
-    ys, xs = np.nonzero(region)
-    if len(ys) == 0:
+    box = bounding_box(region)
+    if box is None:
         return label
     margin = 2 * DISK_RADIUS + 2
-    window = (slice(max(ys.min() - margin, 0), ys.max() + margin + 1),
-              slice(max(xs.min() - margin, 0), xs.max() + margin + 1))
+    top, left = max(box[0] - margin, 0), max(box[2] - margin, 0)
+    window = np.s_[top:box[1] + margin, left:box[3] + margin]
     channels = image.shape[2] if image.ndim == 3 else 1
     diff_sum = channel_sum_difference(image[window], dest[window], region[window])
     m = binary_label(diff_sum, channels, tol)
     if kind == "binary":
         label[window] = m
-    else:
-        c = continuous_label(diff_sum, m, channels)
+    else:  # only region pixels are kept, so the median is needed only within its box
+        c = continuous_label(diff_sum, m, channels, (box[0] - top, box[1] - top, box[2] - left, box[3] - left))
         label[window] = c if kind == "continuous" else logistic_label(m, c, y0, k)
     # the median filters can fill holes of the region (background in both images, gaps
     # between overlapping patches): those pixels were never part of a patch mask

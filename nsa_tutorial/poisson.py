@@ -61,8 +61,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 import scipy.sparse as sp
+from numba import njit
 from scipy.fft import dst, next_fast_len
-from threadpoolctl import ThreadpoolController
 from scipy.sparse.linalg import splu
 
 MODES = ("normal", "mixed")
@@ -296,54 +296,120 @@ def seamless_clone(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, center: t
     return clone(src, dst, mask, center, mode)
 
 
-def _forward(a: np.ndarray, axis: int) -> np.ndarray:
-    """``a[i+1] - a[i]``; the last entry reflects (``a[-2] - a[-1]``) as OpenCV's filter2D does."""
-    a = np.moveaxis(a, axis, 0)
-    return np.moveaxis(np.concatenate([a[1:] - a[:-1], a[-2:-1] - a[-1:]]), 0, axis)
-
-
-def _backward(a: np.ndarray, axis: int) -> np.ndarray:
-    """``a[i] - a[i-1]``; the first entry reflects (``a[0] - a[1]``)."""
-    a = np.moveaxis(a, axis, 0)
-    return np.moveaxis(np.concatenate([a[:1] - a[1:2], a[1:] - a[:-1]]), 0, axis)
-
-
-@lru_cache(maxsize=1)
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
 @lru_cache(maxsize=256)
-def _dst_matrix(n: int, dtype: np.dtype) -> np.ndarray:
-    """The orthonormal type-I DST of length ``n`` as a matrix (symmetric, its own inverse)."""
+def _dst_matrix(n: int) -> np.ndarray:
+    """The orthonormal type-I DST of length ``n`` as a float32 matrix (symmetric, its own inverse)."""
     j = np.arange(1, n + 1)
-    return (np.sqrt(2 / (n + 1)) * np.sin(np.pi * np.outer(j, j) / (n + 1))).astype(dtype)
+    return (np.sqrt(2 / (n + 1)) * np.sin(np.pi * np.outer(j, j) / (n + 1))).astype(np.float32)
 
 
-def _dst1(x: np.ndarray, axis: int) -> np.ndarray:
-    """Orthonormal type-I DST along ``axis``: an FFT where its length ``2 (n + 1)`` factors
-    well, else a product with the cached DST matrix (4-10x faster than an FFT whose length
-    has a large prime factor, and exact)."""
-    n = x.shape[axis]
-    if next_fast_len(2 * (n + 1)) == 2 * (n + 1):
-        return dst(x, type=1, axis=axis, norm="ortho")
-    moved = np.moveaxis(x, axis, 0)
-    with _blas().limit(limits=1, user_api="blas"):  # small products: threads only contend
-        out = _dst_matrix(n, moved.dtype) @ moved.reshape(n, -1)
-    return np.moveaxis(out.reshape(moved.shape), 0, axis)
+# A sine transform of length n costs about n/20 ns per value as a matrix product and about
+# 6.5 ns as an FFT whose length 2 (n + 1) factors well (one core, benchmarks/bench_synthesis.py
+# sizes): the FFT only pays above this length, and never for awkward lengths (Bluestein).
+_FFT_ABOVE = 136
+
+
+def _transform_cost(n: int) -> int:
+    """Relative cost per value of a type-I DST of length ``n`` (see ``_FFT_ABOVE``)."""
+    return min(n, _FFT_ABOVE) if next_fast_len(2 * (n + 1)) == 2 * (n + 1) else n
+
+
+def _dst_rows(x: np.ndarray) -> np.ndarray:
+    """Orthonormal type-I DST along axis 1 of a C x N x M float32 array: a product with the
+    cached DST matrix, or an FFT for long FFT-friendly lengths (the cheaper; both exact)."""
+    n = x.shape[1]
+    if n > _FFT_ABOVE and _transform_cost(n) < n:
+        return dst(x, type=1, axis=1, norm="ortho")
+    return _dst_matrix(n) @ x  # one matrix product per channel
+
+
+@njit(cache=True, nogil=True)
+def _solve_tridiagonal(x: np.ndarray, lam: np.ndarray) -> None:  # pragma: no cover (compiled)
+    """Solve ``u_{i-1} + (lam_j - 2) u_i + u_{i+1} = x_i`` (zero ends) in place: C x K x L, one
+    system per channel and frequency ``j < K``, along the last axis (Thomas's algorithm; the
+    systems are diagonally dominant, ``|lam_j - 2| > 2``, so it needs no pivoting)."""
+    channels, k, length = x.shape
+    ratio = np.empty(length, np.float32)
+    for j in range(k):
+        b = np.float32(lam[j] - 2.0)
+        ratio[0] = 1 / b
+        for i in range(1, length):
+            ratio[i] = 1 / (b - ratio[i - 1])
+        for c in range(channels):
+            row = x[c, j]
+            prev = row[0] * ratio[0]  # forward sweep: eliminate u_{i-1}
+            row[0] = prev
+            for i in range(1, length):
+                prev = (row[i] - prev) * ratio[i]
+                row[i] = prev
+            for i in range(length - 2, -1, -1):  # back substitution
+                prev = row[i] - ratio[i] * prev
+                row[i] = prev
 
 
 def _solve_dirichlet(rhs: np.ndarray) -> np.ndarray:
     """``u`` with ``Σ_{q ∈ N(p)} u_q - 4 u_p = rhs_p`` inside a rectangle, ``u = 0`` around it.
 
-    The 5-point Laplacian with zero Dirichlet boundary is diagonal in the type-I
-    discrete sine basis, so one forward and one inverse DST solve it exactly.
+    ``rhs`` is C x N x M (float32).  The 1-D second difference with zero ends is diagonal in the
+    type-I discrete sine basis (eigenvalues ``λ_j = 2 cos(π j / (n + 1)) - 2``), so a sine
+    transform along one axis splits the 2-D problem into one tridiagonal system per
+    frequency along the other, ``u_{i-1} + (λ_j - 2) u_i + u_{i+1} = r_i``, solved in
+    O(N M) (:func:`_solve_tridiagonal`); the inverse transform brings ``u`` back.  Exact,
+    like a sine transform along both axes, but only one axis needs a transform, and we
+    pick the cheaper axis (:func:`_transform_cost`).
     """
-    n, m = rhs.shape[:2]
-    eig = ((2 * np.cos(np.pi * np.arange(1, n + 1) / (n + 1)) - 2)[:, None]
-           + (2 * np.cos(np.pi * np.arange(1, m + 1) / (m + 1)) - 2)[None, :])
-    coefficients = _dst1(_dst1(rhs, 0), 1)
-    return _dst1(_dst1(coefficients / eig[..., None], 0), 1)
+    n, m = rhs.shape[1:]
+    along_rows = _transform_cost(n) <= _transform_cost(m)
+    x = np.ascontiguousarray(rhs if along_rows else rhs.transpose(0, 2, 1), np.float32)
+    k = x.shape[1]  # C x K x L: transform along K, tridiagonal along L
+    coefficients = np.ascontiguousarray(_dst_rows(x))
+    _solve_tridiagonal(coefficients, 2 * np.cos(np.pi * np.arange(1, k + 1) / (k + 1)) - 2)
+    u = _dst_rows(coefficients)
+    return u if along_rows else u.transpose(0, 2, 1)
+
+
+@njit(cache=True, nogil=True)
+def _correction_rhs(src: np.ndarray, dst: np.ndarray, weight: np.ndarray,
+                    mixed: bool) -> np.ndarray:  # pragma: no cover (compiled)
+    """``div(w (v_src - ∇f*))`` at the interior pixels, C x (H-2) x (W-2), from HxWxC images.
+
+    ``v_src`` is the source's forward difference ``g[p+1] - g[p]``; in mixed mode, at
+    pixels where ``|g_x - g_y| <= |f*_x - f*_y|``, the destination's own (so nothing).
+    The divergence uses backward differences, as OpenCV's solver does.
+    """
+    h, w, channels = src.shape
+    out = np.empty((channels, h - 2, w - 2), np.float32)
+    # ex[y, x]: weighted departure along x at pixel (y, x); ey likewise along y
+    ex = np.zeros((h, w), np.float32)
+    ey = np.zeros((h, w), np.float32)
+    for c in range(channels):
+        for y in range(h - 1):
+            for x in range(w - 1):
+                g0, f0 = np.float32(src[y, x, c]), np.float32(dst[y, x, c])
+                gx, fx = np.float32(src[y, x + 1, c]) - g0, np.float32(dst[y, x + 1, c]) - f0
+                gy, fy = np.float32(src[y + 1, x, c]) - g0, np.float32(dst[y + 1, x, c]) - f0
+                use = weight[y, x]
+                if mixed:  # multiply rather than branch: the choice is unpredictable
+                    use *= np.float32(abs(gx - gy) > abs(fx - fy))
+                ex[y, x] = use * (gx - fx)
+                ey[y, x] = use * (gy - fy)
+        for y in range(1, h - 1):
+            for x in range(1, w - 1):
+                out[c, y - 1, x - 1] = ex[y, x] - ex[y, x - 1] + ey[y, x] - ey[y - 1, x]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _add_correction(dst: np.ndarray, u: np.ndarray) -> np.ndarray:  # pragma: no cover (compiled)
+    """``f* + u`` inside the 1-pixel border, truncated to uint8 as OpenCV does; HxWxC out."""
+    out = dst.copy()
+    h, w, channels = dst.shape
+    for y in range(1, h - 1):
+        for x in range(1, w - 1):
+            for c in range(channels):
+                value = np.float32(dst[y, x, c]) + u[c, y - 1, x - 1]
+                out[y, x, c] = np.uint8(min(max(value, np.float32(0)), np.float32(255)))
+    return out
 
 
 def clone_rect(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, mode: str = "normal") -> np.ndarray:
@@ -356,26 +422,24 @@ def clone_rect(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, mode: str = "
     with weight ``a``, which PII uses).  The rectangle's 1-pixel border is the
     Dirichlet boundary; the result is truncated to uint8 like OpenCV's.  Agrees with
     ``cv2.seamlessClone`` to one grey level (float rounding), at a fraction of its cost.
+
+    The solve is for the *correction* ``u = f - f*``: with the guidance
+    ``v = w v_src + (1 - w) ∇f*`` (weight ``w``), ``Δu = div(v - ∇f*) = div(w (v_src - ∇f*))``,
+    so only the weighted departure of the guidance from the destination's own
+    gradients is needed (:func:`_correction_rhs`), and only inside the eroded mask is it
+    non-zero.  OpenCV zeroes the source outside the mask; no difference read there
+    crosses the mask's edge (the weight is 0 within 3 pixels of it), so that step is not needed.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if min(mask.shape) < 3 or src.shape != dst.shape or src.shape[:2] != mask.shape:
-        raise ValueError(f"src {src.shape}, dst {dst.shape} and mask {mask.shape} must align and be >= 3x3")
-    g = np.where(mask[..., None] > 0, src, 0).astype(np.float32)
-    f = dst.astype(np.float32)
+    if min(mask.shape) < 3 or src.shape != dst.shape or src.shape[:2] != mask.shape or src.ndim != 3:
+        raise ValueError(f"src {src.shape}, dst {dst.shape} and mask {mask.shape} must align, "
+                         "be HxWx3 and HxW, and be >= 3x3")
     eroded = cv2.erode(mask, np.ones((3, 3), np.uint8), iterations=3,
                        borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    weight = (eroded.astype(np.float32) / 255)[..., None]
-    gx, gy, fx, fy = _forward(g, 1), _forward(g, 0), _forward(f, 1), _forward(f, 0)
-    if mode == "mixed":  # OpenCV's rule: compare |g_x - g_y| with |f*_x - f*_y|
-        use_src = np.abs(gx - gy) > np.abs(fx - fy)
-        gx, gy = np.where(use_src, gx, fx), np.where(use_src, gy, fy)
-    vx, vy = weight * gx + (1 - weight) * fx, weight * gy + (1 - weight) * fy
-    divergence = _backward(vx, 1) + _backward(vy, 0)
-    laplacian = f[:-2, 1:-1] + f[2:, 1:-1] + f[1:-1, :-2] + f[1:-1, 2:] - 4 * f[1:-1, 1:-1]
-    out = f.copy()
-    out[1:-1, 1:-1] += _solve_dirichlet(divergence[1:-1, 1:-1] - laplacian)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    weight = eroded.astype(np.float32) / 255
+    src, dst = np.ascontiguousarray(src), np.ascontiguousarray(dst)
+    return _add_correction(dst, _solve_dirichlet(_correction_rhs(src, dst, weight, mode == "mixed")))
 
 
 def clone_into(image: np.ndarray, patch: np.ndarray, mask: np.ndarray, corner: tuple[int, int],

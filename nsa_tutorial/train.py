@@ -25,6 +25,7 @@ from typing import Callable, NamedTuple, Optional, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -123,7 +124,8 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
     generator, synthesis_generator = torch.Generator(), torch.Generator()
     prepare = partial(_synthesise, config=config, device=device, generator=synthesis_generator)
     loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
-                        num_workers=num_workers, pin_memory=device.type == "cuda")
+                        num_workers=num_workers, pin_memory=device.type == "cuda",
+                        worker_init_fn=_one_blas_thread)
     try:
         for epoch in range(start, stop):
             # Shuffle order and worker seeds depend on (seed, epoch) only: resumable.
@@ -193,6 +195,12 @@ def _synthesise(batch, config: Config, device: torch.device, generator: torch.Ge
     dest, src = (t.to(device, non_blocking=True) for t in batch)
     images, labels = synthesize_batch(dest, src, config, generator)
     return normalize_batch(images, config.normalize), labels[:, None]
+
+
+def _one_blas_thread(worker_id: int) -> None:
+    """DataLoader workers already run one per core: synthesis's small matrix products
+    (:func:`nsa_tutorial.poisson._dst_rows`) must not start BLAS threads of their own."""
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def _train_epoch(parts: _Parts, loader: DataLoader, loss_name: str, device: torch.device,
