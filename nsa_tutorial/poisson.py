@@ -22,8 +22,9 @@ Which solver NSA uses
 ---------------------
 The paper's reference code calls OpenCV's ``cv2.seamlessClone``.  Synthesis here
 solves *the same discrete problem* as OpenCV by default, but faster
-(:func:`clone_rect`, :func:`clone_into`: a type-I discrete sine transform on the
-mask's rectangle, agreeing with OpenCV to one grey level; ``backend="fast"``), and
+(:func:`clone_rect`, :func:`clone_into`: a type-I discrete sine transform along one
+axis of the mask's rectangle and tridiagonal solves along the other, agreeing with
+OpenCV to one grey level; ``backend="fast"``), and
 can call OpenCV itself (``backend="opencv"``).  OpenCV solves over the whole bounding rectangle
 of the mask with a discrete-sine-transform (DST) Poisson solver (about 2 ms for a
 60x60 patch in a 224x224 image on this project's CPUs) and differs from the textbook
@@ -413,7 +414,7 @@ def _add_correction(dst: np.ndarray, u: np.ndarray) -> np.ndarray:  # pragma: no
 
 
 def clone_rect(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, mode: str = "normal") -> np.ndarray:
-    """OpenCV's ``seamlessClone`` problem on one rectangle, solved with a fast sine transform.
+    """OpenCV's ``seamlessClone`` problem on one rectangle, solved with a fast direct method.
 
     Book chapters: *Poisson image editing*, *Training* (speed).  ``src`` and ``dst``
     are the aligned HxWx3 uint8 contents of the mask's bounding rectangle; ``mask``
@@ -434,7 +435,7 @@ def clone_rect(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, mode: str = "
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if min(mask.shape) < 3 or src.shape != dst.shape or src.shape[:2] != mask.shape or src.ndim != 3:
         raise ValueError(f"src {src.shape}, dst {dst.shape} and mask {mask.shape} must align, "
-                         "be HxWx3 and HxW, and be >= 3x3")
+                         "be HxWxC and HxW, and be >= 3x3")
     eroded = cv2.erode(mask, np.ones((3, 3), np.uint8), iterations=3,
                        borderType=cv2.BORDER_CONSTANT, borderValue=0)
     weight = eroded.astype(np.float32) / 255

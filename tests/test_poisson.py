@@ -317,3 +317,18 @@ def test_fast_backend_of_seamless_clone_matches_opencv_placement():
     fast = seamless_clone(src, dst, mask, (48, 47), "normal", backend="fast").astype(int)
     cv = seamless_clone(src, dst, mask, (48, 47), "normal", backend="opencv")
     assert np.abs(fast - cv).max() <= 1
+
+
+@pytest.mark.parametrize("shapes, message", [
+    (((10, 10, 3), (10, 11, 3), (10, 10)), "must align"),
+    (((10, 10), (10, 10), (10, 10)), "HxWxC"),
+    (((2, 10, 3), (2, 10, 3), (2, 10)), ">= 3x3"),
+])
+def test_clone_rect_rejects_misaligned_or_tiny_input(shapes, message):
+    from nsa_tutorial.poisson import clone_rect
+
+    src, dst, mask = (np.zeros(shape, np.uint8) for shape in shapes)
+    with pytest.raises(ValueError, match=message):
+        clone_rect(src, dst, mask)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        clone_rect(np.zeros((5, 5, 3), np.uint8), np.zeros((5, 5, 3), np.uint8), np.zeros((5, 5), np.uint8), "blend")
