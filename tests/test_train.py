@@ -223,3 +223,21 @@ def test_synthesis_on_device_refuses_methods_it_does_not_implement(tmp_path):
     config, dataset = _texture_dataset(tmp_path, method="fpi")
     with pytest.raises(ValueError, match="method 'nsa'"):
         train(config, dataset, tmp_path / "run", device="cpu", synthesis_on_device=True, progress=False)
+
+
+class OneBlasThreadDataset(SquareDataset):
+    """Fails unless BLAS runs one thread in the process that makes the samples."""
+
+    def __getitem__(self, i: int):
+        from threadpoolctl import threadpool_info
+
+        threads = {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+        if threads - {1}:
+            raise RuntimeError(f"BLAS runs {threads} threads in a DataLoader worker")
+        return super().__getitem__(i)
+
+
+def test_dataloader_workers_run_one_blas_thread(tmp_path):
+    """Synthesis's small matrix products must not start BLAS threads in each worker."""
+    history = quiet_train(CONFIG.replace(epochs=1), OneBlasThreadDataset(), tmp_path, num_workers=1)
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
