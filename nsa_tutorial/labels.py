@@ -24,9 +24,11 @@ DISK_RADIUS = 5
 def channel_sum_difference(image: np.ndarray, dest: np.ndarray, region: np.ndarray) -> np.ndarray:
     """``sum_c |image - dest|`` inside ``region`` as uint16 (exact; ``d`` is this over C)."""
     diff = cv2.absdiff(image, dest).astype(np.uint16)  # |a - b| of uint8 images is exact in uint8
-    total = diff if diff.ndim == 2 else diff.sum(axis=2, dtype=np.uint16) if diff.shape[2] != 3 else (
-        diff[..., 0] + diff[..., 1] + diff[..., 2])  # three adds are ~7x faster than sum(axis=2)
-    total *= region
+    if diff.ndim == 2:
+        return diff * region
+    total = diff[..., 0] * region
+    for c in range(1, diff.shape[2]):  # one add per channel: ~7x faster than sum(axis=2)
+        total += diff[..., c] * region
     return total
 
 

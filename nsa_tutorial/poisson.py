@@ -319,7 +319,7 @@ def _dst_rows(x: np.ndarray) -> np.ndarray:
     """Orthonormal type-I DST along axis 1 of a C x N x M float32 array: a product with the
     cached DST matrix, or an FFT for long FFT-friendly lengths (the cheaper; both exact)."""
     n = x.shape[1]
-    if n > _FFT_ABOVE and _transform_cost(n) < n:
+    if _transform_cost(n) < n:
         return dst(x, type=1, axis=1, norm="ortho")
     return _dst_matrix(n) @ x  # one matrix product per channel
 
