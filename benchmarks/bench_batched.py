@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench_synthesis import PHOTOS, TEXTURES, bench, images
+from bench_synthesis import PHOTOS, TEXTURES, bench, images, pairs_of
 from nsa_tutorial.batched import make_anomaly_batch
 from nsa_tutorial.config import get_config
 from nsa_tutorial.evaluate import provenance, write_json
@@ -35,9 +35,7 @@ SETTINGS = (("bottle", PHOTOS, 224), ("carpet", TEXTURES, 256))
 
 def batch_of_pairs(pool: list, batch: int, seed: int = 0) -> tuple:
     """uint8 B x H x W x 3 destinations and sources, each pair two different images."""
-    rng = np.random.default_rng(seed)
-    dest = rng.integers(0, len(pool), batch)
-    src = (dest + 1 + rng.integers(0, len(pool) - 1, batch)) % len(pool)
+    dest, src = zip(*pairs_of(pool, batch, seed))
     return (torch.from_numpy(np.stack([pool[i] for i in dest])),
             torch.from_numpy(np.stack([pool[i] for i in src])))
 

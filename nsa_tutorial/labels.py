@@ -24,11 +24,11 @@ DISK_RADIUS = 5
 def channel_sum_difference(image: np.ndarray, dest: np.ndarray, region: np.ndarray) -> np.ndarray:
     """``sum_c |image - dest|`` inside ``region`` as uint16 (exact; ``d`` is this over C)."""
     diff = cv2.absdiff(image, dest).astype(np.uint16)  # |a - b| of uint8 images is exact in uint8
-    if diff.ndim == 2:
-        return diff * region
-    total = diff[..., 0] * region
-    for c in range(1, diff.shape[2]):  # one add per channel: ~7x faster than sum(axis=2)
-        total += diff[..., c] * region
+    channels = np.atleast_3d(diff)  # H x W x C, also for grey images
+    total = channels[..., 0].copy()
+    for c in range(1, channels.shape[2]):  # one add per channel: ~7x faster than sum(axis=2)
+        total += channels[..., c]
+    total *= region
     return total
 
 
