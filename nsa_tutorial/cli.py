@@ -28,14 +28,15 @@ def _config(args):
 
 
 def train_one(data_root: str, config, output: Path, seed: int = 0, device: Optional[str] = None,
-              workers: int = 0) -> Path:
+              workers: int = 0, checkpoint_every: float = 60.0) -> Path:
     """Train ``config`` on its category under ``data_root``; returns the path of ``model.pt``."""
     from .data import SyntheticAnomalyDataset, load_category, resolve_data_root
     from .train import train
 
     category = load_category(resolve_data_root(data_root), config.name)
     dataset = SyntheticAnomalyDataset(category, config, seed=seed)
-    train(config, dataset, output, device=device, seed=seed, num_workers=workers)
+    train(config, dataset, output, device=device, seed=seed, num_workers=workers,
+          checkpoint_every=checkpoint_every)
     return Path(output) / "model.pt"
 
 
@@ -55,7 +56,8 @@ def evaluate_one(data_root: str, category_name: str, checkpoint: Path, device: O
 
 
 def cmd_train(args) -> None:
-    path = train_one(args.data_root, _config(args), args.output, args.seed, args.device, args.workers)
+    path = train_one(args.data_root, _config(args), args.output, args.seed, args.device, args.workers,
+                     args.checkpoint_every)
     print(f"model written to {path}")
 
 
@@ -83,7 +85,8 @@ def cmd_reproduce(args) -> None:
             if metrics.exists():
                 print(f"{name} seed {seed}: done earlier ({metrics})")
                 continue
-            checkpoint = train_one(args.data_root, config, run, seed, args.device, args.workers)
+            checkpoint = train_one(args.data_root, config, run, seed, args.device, args.workers,
+                                   args.checkpoint_every)
             write_json(evaluate_one(args.data_root, name, checkpoint, args.device), metrics)
     print(summarise(Path(args.output)))
 
@@ -105,6 +108,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None, help="model input size, a multiple of 32")
     p.add_argument("--device", default=None, help="cuda, cpu, mps ... (default: cuda if available)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                   help="at most one checkpoint per SECONDS (0: every epoch); always after the last "
+                        "epoch and on Ctrl-C/SIGTERM (default: 60)")
     p.add_argument("--output", type=Path, required=True)
 
 

@@ -6,8 +6,9 @@ Book chapter: *Training*.
 annealed along a cosine to ``config.lr_min`` over ``config.epochs`` (stepped once
 per epoch), BCE loss for bounded labels (eq. 15) or MSE for continuous ones
 (eq. 16).  On a GPU it adds mixed precision and channels-last memory layout.  After
-every epoch it writes ``checkpoint.pt`` (everything needed to continue) and
-``history.json``; at the end, ``model.pt`` (what :func:`load_model` reads).
+every epoch it writes ``history.json``; ``checkpoint.pt`` (everything needed to
+continue) at most once per ``checkpoint_every`` seconds, after the last epoch and when
+stopped by Ctrl-C or SIGTERM; at the end, ``model.pt`` (what :func:`load_model` reads).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import dataclasses
 import json
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from tqdm import tqdm
 
 from nsa_tutorial import __version__
@@ -40,6 +43,12 @@ FORMAT_VERSION = 1
 CHECKPOINT_FORMAT = "nsa-tutorial-checkpoint"
 HISTORY_KEYS = ("epoch", "loss", "lr", "samples_per_s", "seconds", "peak_memory_mb",
                 "data_wait_fraction", "normal_fraction")
+#: Seconds between progress-bar updates of the loss (each reads it from the device: a sync).
+PROGRESS_EVERY = 2.0
+#: Tests set this to run the GPU's path (channels-last, bfloat16 autocast) on a CPU.
+_GPU_PATH_ON_CPU = False
+#: The clock of the checkpoint policy (tests replace it).
+_now = time.monotonic
 
 
 class _Parts(NamedTuple):
@@ -77,11 +86,15 @@ def _prepare(config: Config, device: torch.device, seed: int) -> _Parts:
     torch.manual_seed(seed)
     model = build_model(config).to(device)
     amp_dtype = None
-    if device.type == "cuda":
+    if _gpu_path(device):
         # Channels-last lets cuDNN use its fastest (tensor-core) convolution kernels.
         model = model.to(memory_format=torch.channels_last)
+        amp_dtype = torch.bfloat16
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Emulated bfloat16 (e.g. a T4) is slow: float16 with loss scaling there.
+        if not torch.cuda.is_bf16_supported(including_emulation=False):
+            amp_dtype = torch.float16
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     # The schedule spans config.epochs even when train() stops earlier, so that a run
     # stopped and resumed follows exactly the learning rates of an uninterrupted one.
@@ -92,11 +105,15 @@ def _prepare(config: Config, device: torch.device, seed: int) -> _Parts:
     return _Parts(model, optimizer, scheduler, scaler, amp_dtype)
 
 
+def _gpu_path(device: torch.device) -> bool:
+    return device.type == "cuda" or _GPU_PATH_ON_CPU
+
+
 def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
           device: Union[str, torch.device, None] = None, seed: int = 0, num_workers: int = 0,
           epochs: Optional[int] = None, resume: bool = True,
           max_steps_per_epoch: Optional[int] = None, progress: bool = True,
-          synthesis_on_device: Optional[bool] = None) -> dict:
+          synthesis_on_device: Optional[bool] = None, checkpoint_every: float = 60.0) -> dict:
     """Train an NSA model on ``(image, label)`` pairs; returns the per-epoch history.
 
     ``synthesis_on_device``: make the anomalies for a whole batch on the training device
@@ -108,10 +125,13 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
     ``epochs`` stops the run after that many epochs in total (default ``config.epochs``);
     the learning-rate schedule always spans ``config.epochs``, so stopping early and
     calling again with ``resume=True`` gives the same weights as one uninterrupted run
-    (exactly so on a CPU).  Writes ``checkpoint.pt`` and ``history.json`` after every
-    epoch and ``model.pt`` at the end into ``output_dir``.  Book chapter: *Training*.
+    (exactly so on a CPU).  Writes ``history.json`` after every epoch; ``checkpoint.pt``
+    after an epoch when ``checkpoint_every`` seconds have passed since the last one (0:
+    every epoch), after the last epoch, and when Ctrl-C or SIGTERM stops the run (it
+    finishes the epoch first); ``model.pt`` at the end.  Book chapter: *Training*.
     """
-    stop = _check_train_args(config, train_set, epochs, seed, num_workers, max_steps_per_epoch)
+    stop = _check_train_args(config, train_set, epochs, seed, num_workers, max_steps_per_epoch,
+                             checkpoint_every)
     device = pick_device(device)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -121,33 +141,38 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
         start, history = _load_checkpoint(output_dir / "checkpoint.pt", parts, config)
         print(f"Resumed from epoch {start} of {config.epochs} ({output_dir / 'checkpoint.pt'}).")
     on_device = _synthesis_on_device(config, train_set, device, synthesis_on_device)
-    generator, synthesis_generator = torch.Generator(), torch.Generator()
+    synthesis_generator = torch.Generator()
     prepare = partial(_synthesise, config=config, device=device, generator=synthesis_generator)
-    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
-                        num_workers=num_workers, pin_memory=device.type == "cuda",
-                        worker_init_fn=_one_blas_thread)
+    loader = _loader(train_set, config.batch_size, num_workers, device)
+    saved, last_save = start, _now()
     try:
-        for epoch in range(start, stop):
-            # Shuffle order and worker seeds depend on (seed, epoch) only: resumable.
-            generator.manual_seed(seed * 1000 + epoch)
-            synthesis_generator.manual_seed(seed * 1000 + epoch + 500)
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
-            lr = parts.optimizer.param_groups[0]["lr"]
-            stats = _train_epoch(parts, loader, config.loss, device, max_steps_per_epoch,
-                                 f"epoch {epoch + 1}/{stop}", progress, prepare if on_device else None)
-            parts.scheduler.step()
-            for key, value in dict(epoch=epoch + 1, lr=lr, **stats).items():
-                history[key].append(value)
-            _save_checkpoint(output_dir, parts, config, epoch + 1, history)
-            if progress:
-                print(_summary(history))
+        with _StopOnSignal() as stop_request:
+            for epoch in range(start, stop):
+                # Shuffle order and worker seeds depend on (seed, epoch) only: resumable.
+                loader.sampler.set_epoch(epoch, seed * 1000 + epoch)
+                synthesis_generator.manual_seed(seed * 1000 + epoch + 500)
+                if hasattr(train_set, "set_epoch"):
+                    train_set.set_epoch(epoch)
+                lr = parts.optimizer.param_groups[0]["lr"]
+                stats = _train_epoch(parts, loader, config.loss, device, max_steps_per_epoch,
+                                     f"epoch {epoch + 1}/{stop}", progress, prepare if on_device else None)
+                parts.scheduler.step()
+                for key, value in dict(epoch=epoch + 1, lr=lr, **stats).items():
+                    history[key].append(value)
+                _write_history(output_dir, history)
+                if epoch + 1 == stop or stop_request.signal or _now() - last_save >= checkpoint_every:
+                    _save_checkpoint(output_dir, parts, config, epoch + 1, history)
+                    saved, last_save = epoch + 1, _now()
+                if progress:
+                    print(_summary(history))
+                if stop_request.signal and epoch + 1 < stop:
+                    raise KeyboardInterrupt(f"stopped by {signal.Signals(stop_request.signal).name}")
     except KeyboardInterrupt:
-        print(f"\nInterrupted. {output_dir / 'checkpoint.pt'} holds the last completed epoch; "
-              "call train() again with the same config and output_dir (resume=True) to continue.",
-              file=sys.stderr)
+        print(f"\nInterrupted. {output_dir / 'checkpoint.pt'} holds epoch {saved}; call train() again "
+              "with the same config and output_dir (resume=True) to continue from there.", file=sys.stderr)
         raise
     finally:
+        del loader  # its persistent workers end now, not when a kept traceback is freed
         if on_device:
             train_set.pairs_only = False
     _atomic_write(output_dir / "model.pt", lambda tmp: torch.save(_model_file(parts, config, history), tmp))
@@ -155,7 +180,7 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
 
 
 def _check_train_args(config: Config, train_set: Dataset, epochs: Optional[int], seed: int,
-                      num_workers: int, max_steps: Optional[int]) -> int:
+                      num_workers: int, max_steps: Optional[int], checkpoint_every: float) -> int:
     if not isinstance(config, Config):
         raise ValueError(f"config must be a nsa_tutorial.config.Config, got {type(config).__name__}")
     if not hasattr(train_set, "__getitem__") or not hasattr(train_set, "__len__") or len(train_set) == 0:
@@ -170,6 +195,10 @@ def _check_train_args(config: Config, train_set: Dataset, epochs: Optional[int],
         raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
     if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
         raise ValueError(f"max_steps_per_epoch must be None or a positive integer, got {max_steps!r}")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, float)) \
+            or not checkpoint_every >= 0:
+        raise ValueError(f"checkpoint_every must be a number of seconds >= 0 (0: every epoch), "
+                         f"got {checkpoint_every!r}")
     return epochs
 
 
@@ -197,43 +226,138 @@ def _synthesise(batch, config: Config, device: torch.device, generator: torch.Ge
     return normalize_batch(images, config.normalize), labels[:, None]
 
 
-def _one_blas_thread(worker_id: int) -> None:
+class _StopOnSignal:
+    """Within ``with``: Ctrl-C (SIGINT) and SIGTERM (a scheduler, a notebook shutting down) set
+    ``signal`` instead of stopping at once, so that :func:`train` finishes the epoch, writes a
+    checkpoint and stops.  A second signal acts as without this handler.  Main thread only."""
+
+    def __init__(self) -> None:
+        self.signal, self._previous = None, {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signal = signum
+        signal.signal(signum, self._previous[signum] or signal.SIG_DFL)
+        print(f"\n{signal.Signals(signum).name}: finishing this epoch, then checkpoint and stop "
+              "(send it again to stop at once, losing the epoch).", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler or signal.SIG_DFL)
+
+
+class _EpochSampler(Sampler):
+    """Shuffled indices of one epoch, each as ``(epoch, worker_seed, index)``.
+
+    Persistent DataLoader workers keep their own copy of the dataset for the whole run, so
+    ``set_epoch`` in the main process does not reach them: the epoch travels with every index.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n, self.epoch, self.seed = n, 0, 0
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        self.epoch, self.seed = epoch, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
+        return ((self.epoch, self.seed, i) for i in order.tolist())
+
+
+class _EpochDataset(Dataset):
+    """``dataset`` indexed by :class:`_EpochSampler`'s keys.  In a worker, the first item of an
+    epoch sets the dataset's epoch and reseeds Python's, numpy's and torch's generators from
+    (seed, epoch, worker), as new workers each epoch would be; the main process keeps its state."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset, self.epoch = dataset, None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple):
+        epoch, seed, index = key
+        worker = get_worker_info()
+        if worker is not None and epoch != self.epoch:
+            self.epoch = epoch
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            worker_seed = seed * 1000 + worker.id
+            random.seed(worker_seed)
+            np.random.seed(worker_seed % 2**32)
+            torch.manual_seed(worker_seed)
+        return self.dataset[index]
+
+
+def _loader(train_set: Dataset, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+    """Batches of ``train_set`` in an order set per epoch by ``loader.sampler.set_epoch``;
+    workers start once per run, not once per epoch (``persistent_workers``)."""
+    return DataLoader(_EpochDataset(train_set), batch_size=batch_size, sampler=_EpochSampler(len(train_set)),
+                      num_workers=num_workers, persistent_workers=num_workers > 0,
+                      pin_memory=device.type == "cuda", worker_init_fn=_init_worker,
+                      generator=torch.Generator())  # keeps the loader off torch's global generator
+
+
+def _init_worker(worker_id: int) -> None:
     """DataLoader workers already run one per core: synthesis's small matrix products
-    (:func:`nsa_tutorial.poisson._dst_rows`) must not start BLAS threads of their own."""
+    (:func:`nsa_tutorial.poisson._dst_rows`) must not start BLAS threads of their own.  Ctrl-C
+    and SIGTERM are for the main process, which needs its workers to finish the epoch."""
     threadpool_limits(limits=1, user_api="blas")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _write_history(output_dir: Path, history: dict) -> None:
+    """``history.json`` (small: one number per key and epoch), rewritten atomically every epoch."""
+    _atomic_write(output_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
 
 
 def _train_epoch(parts: _Parts, loader: DataLoader, loss_name: str, device: torch.device,
                  max_steps: Optional[int], desc: str, progress: bool,
                  prepare: Optional[Callable] = None) -> dict:
+    """One epoch; loss and normal-sample count add up on the device and are read once at the end
+    (reading them every step would make the CPU wait for the GPU every step)."""
     parts.model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     steps = len(loader) if max_steps is None else min(len(loader), max_steps)
-    total_loss, seen, normal, waiting = 0.0, 0, 0, 0.0
-    start = ready = time.perf_counter()
+    total_loss, normal = torch.zeros((), device=device), torch.zeros((), dtype=torch.int64, device=device)
+    seen, waiting = 0, 0.0
+    start = ready = shown = time.perf_counter()
     with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
         for step, batch in enumerate(loader):
             waiting += time.perf_counter() - ready  # the model waited for synthesis this long
             if step == steps:
                 break
             image, label = batch if prepare is None else prepare(batch)
-            loss = _train_step(parts, image, label, loss_name, device)  # .item() syncs the GPU
+            loss = _train_step(parts, image, label, loss_name, device)
             total_loss += loss * len(image)
             seen += len(image)
-            normal += int((label.flatten(1).amax(1) == 0).sum())  # every patch failed: a normal sample
-            bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{seen / (time.perf_counter() - start):.1f}")
+            # every patch failed: a normal sample
+            normal += (label.flatten(1).amax(1) == 0).sum().to(device, non_blocking=True)
             bar.update()
+            if progress and time.perf_counter() - shown >= PROGRESS_EVERY:
+                shown = time.perf_counter()
+                bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{seen / (shown - start):.1f}")
             ready = time.perf_counter()
+    mean_loss, normal = total_loss.item() / seen, normal.item()  # the epoch's one wait for the device
     seconds = time.perf_counter() - start
-    return dict(loss=total_loss / seen, samples_per_s=seen / seconds, seconds=seconds,
+    return dict(loss=mean_loss, samples_per_s=seen / seconds, seconds=seconds,
                 peak_memory_mb=_peak_memory_mb(device), data_wait_fraction=waiting / seconds,
                 normal_fraction=normal / seen)
 
 
 def _train_step(parts: _Parts, image: torch.Tensor, label: torch.Tensor, loss_name: str,
-                device: torch.device) -> float:
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+                device: torch.device) -> torch.Tensor:
+    memory_format = torch.channels_last if _gpu_path(device) else torch.contiguous_format
     image = image.to(device, non_blocking=True, memory_format=memory_format)
     label = label.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=parts.amp_dtype, enabled=parts.amp_dtype is not None):
@@ -247,7 +371,7 @@ def _train_step(parts: _Parts, image: torch.Tensor, label: torch.Tensor, loss_na
     parts.scaler.scale(loss).backward()
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
-    return loss.item()
+    return loss.detach()  # stays on the device: no wait for the GPU here
 
 
 def _peak_memory_mb(device: torch.device) -> float:

@@ -91,3 +91,17 @@ def test_reproduce_is_resumable_and_writes_tables(trained, tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 0  # a second call finds the finished run and only re-summarises
     assert "done earlier" in capsys.readouterr().out
+
+
+def test_checkpoint_every_reaches_train_and_is_checked(trained, tmp_path, monkeypatch, capsys):
+    import nsa_tutorial.train
+
+    calls = []
+    monkeypatch.setattr(nsa_tutorial.train, "train", lambda *args, **kwargs: calls.append(kwargs))
+    argv = ["train", "--data-root", "textures", "--category", "texture_brick", *TINY, "--output", str(tmp_path)]
+    assert main(argv + ["--checkpoint-every", "0"]) == 0
+    assert main(argv) == 0
+    assert [c["checkpoint_every"] for c in calls] == [0.0, 60.0]
+    monkeypatch.undo()
+    assert main(argv + ["--checkpoint-every", "-1"]) == 2
+    assert "checkpoint_every must be a number of seconds >= 0" in capsys.readouterr().err

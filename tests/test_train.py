@@ -5,6 +5,8 @@ import dataclasses
 import io
 import json
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 import nsa_tutorial
+import nsa_tutorial.train as nsa_train
 from nsa_tutorial.config import get_config
 from nsa_tutorial.model import NSAModel
 from nsa_tutorial.train import FORMAT, FORMAT_VERSION, load_model, pick_device, train
@@ -134,13 +137,79 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_keyboard_interrupt_keeps_last_epoch_and_says_how_to_resume(tmp_path, capsys):
+class SignalDataset(SquareDataset):
+    """Sends ``signum`` to its own process at the first item of epoch ``at_epoch``."""
+
+    def __init__(self, signum: int, at_epoch: int) -> None:
+        super().__init__()
+        self.signum, self.at_epoch, self.sent = signum, at_epoch, False
+
+    def __getitem__(self, i: int):
+        if self.epochs_seen[-1] == self.at_epoch and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_finish_the_epoch_checkpoint_and_resume_exactly(runs, tmp_path, capsys, signum):
+    """Ctrl-C or SIGTERM during epoch 1: the epoch ends, checkpoint.pt holds it, and the resumed
+    run ends with the weights of the uninterrupted one (although the clock never asked for a
+    checkpoint)."""
+    handler = signal.getsignal(signum)
     with pytest.raises(KeyboardInterrupt):
-        quiet_train(CONFIG, SquareDataset(interrupt_at_epoch=1), tmp_path)
+        quiet_train(CONFIG, SignalDataset(signum, at_epoch=0), tmp_path, checkpoint_every=math.inf)
+    assert signal.getsignal(signum) == handler  # train() puts the previous handler back
     assert "resume" in capsys.readouterr().err
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert not (tmp_path / "model.pt").exists()
     history = quiet_train(CONFIG, SquareDataset(), tmp_path)
-    assert history["epoch"] == [1, 2]
+    assert history["epoch"] == [1, 2] and history["loss"] == runs["history"]["loss"]
+    assert_same_weights(tmp_path / "model.pt", runs["root"] / "straight" / "model.pt")
+
+
+def assert_same_weights(path_a, path_b) -> None:
+    a, b = (torch.load(p, weights_only=True)["state_dict"] for p in (path_a, path_b))
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+
+
+def test_interruption_between_checkpoints_resumes_from_the_last_one(tmp_path, monkeypatch, capsys):
+    """A clock 10 s per epoch and checkpoint_every=15 s: checkpoints after epochs 2 and 4 only.
+    A hard interruption in epoch 4 loses epoch 3; the resumed run redoes it and ends with the
+    weights of an uninterrupted run."""
+    config = CONFIG.replace(epochs=4)
+    straight = SquareDataset(n=4)
+    saves = []
+    save = nsa_train._save_checkpoint
+    monkeypatch.setattr(nsa_train, "_save_checkpoint", lambda *a: saves.append(a[3]) or save(*a))
+    monkeypatch.setattr(nsa_train, "_now", lambda: 10.0 * len(straight.epochs_seen))
+    history = quiet_train(config, straight, tmp_path / "straight", checkpoint_every=15)
+    assert saves == [2, 4]  # by the clock, and after the last epoch
+    assert json.loads((tmp_path / "straight" / "history.json").read_text()) == history
+
+    interrupted = SquareDataset(n=4, interrupt_at_epoch=3)
+    monkeypatch.setattr(nsa_train, "_now", lambda: 10.0 * len(interrupted.epochs_seen))
+    with pytest.raises(KeyboardInterrupt):
+        quiet_train(config, interrupted, tmp_path / "resumed", checkpoint_every=15)
+    assert "holds epoch 2" in capsys.readouterr().err
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert json.loads((tmp_path / "resumed" / "history.json").read_text())["epoch"] == [1, 2, 3]
+    resumed = SquareDataset(n=4)
+    resumed_history = quiet_train(config, resumed, tmp_path / "resumed", checkpoint_every=15)
+    assert [resumed_history[k] for k in ("epoch", "loss", "lr")] == [history[k] for k in ("epoch", "loss", "lr")]
+    assert resumed.epochs_seen == [2, 3]  # epoch 3 (index 2) again, from the checkpoint of epoch 2
+    assert_same_weights(tmp_path / "straight" / "model.pt", tmp_path / "resumed" / "model.pt")
+
+
+def test_default_policy_writes_one_checkpoint_for_a_short_run(tmp_path, monkeypatch):
+    """Not one checkpoint per epoch: at most one a minute, and one after the last epoch."""
+    written = []
+    save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, path, *a, **k: written.append(obj["format"]) or save(obj, path))
+    quiet_train(CONFIG.replace(epochs=3), SquareDataset(n=4), tmp_path)
+    assert written == ["nsa-tutorial-checkpoint", "nsa-tutorial-model"]
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
@@ -193,6 +262,7 @@ def test_pick_device(capsys):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(epochs=3), "epochs"), (dict(epochs=0), "epochs"), (dict(seed=-1), "seed"),
     (dict(max_steps_per_epoch=0), "max_steps_per_epoch"), (dict(num_workers=-1), "num_workers"),
+    (dict(checkpoint_every=-1), "checkpoint_every"), (dict(checkpoint_every="1m"), "checkpoint_every"),
 ])
 def test_bad_arguments_are_rejected(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -241,3 +311,78 @@ def test_dataloader_workers_run_one_blas_thread(tmp_path):
     """Synthesis's small matrix products must not start BLAS threads in each worker."""
     history = quiet_train(CONFIG.replace(epochs=1), OneBlasThreadDataset(), tmp_path, num_workers=1)
     assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
+
+
+class EpochDataset(Dataset):
+    """Items drawn from ``default_rng([epoch, index])`` plus one draw of torch's global generator,
+    and the id of the process that made them."""
+
+    def __init__(self, n: int = 8) -> None:
+        self.n, self.epoch = n, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        value = np.random.default_rng([self.epoch, i]).random()
+        return torch.tensor([value, torch.rand(()).item()]), os.getpid()
+
+
+def _epochs_of(loader, epochs) -> list:
+    items = []
+    for epoch in epochs:
+        loader.sampler.set_epoch(epoch, 1000 + epoch)
+        if loader.num_workers == 0:
+            loader.dataset.dataset.set_epoch(epoch)  # as train() does in the main process
+        items.append([(batch, pids.tolist()) for batch, pids in loader])
+    return items
+
+
+def test_persistent_workers_see_each_epoch_and_reseed_per_epoch():
+    """One persistent worker makes epoch 1's items from epoch 1 (set_epoch reaches it), the same
+    as the main process; its torch draws are the same whether the worker started at epoch 0 or
+    at epoch 1 (a resumed run), and they differ between epochs."""
+    loader = nsa_train._loader(EpochDataset(), 4, 1, torch.device("cpu"))
+    epoch0, epoch1 = _epochs_of(loader, [0, 1])
+    assert len({pid for _, pids in epoch0 + epoch1 for pid in pids} | {os.getpid()}) == 2  # one worker, kept
+    [fresh1] = _epochs_of(nsa_train._loader(EpochDataset(), 4, 1, torch.device("cpu")), [1])
+    main0, main1 = _epochs_of(nsa_train._loader(EpochDataset(), 4, 0, torch.device("cpu")), [0, 1])
+    first = lambda items: torch.cat([batch[:, 0] for batch, _ in items])
+    second = lambda items: torch.cat([batch[:, 1] for batch, _ in items])
+    assert torch.equal(first(epoch1), first(main1)) and torch.equal(first(epoch0), first(main0))
+    assert not torch.equal(first(epoch0), first(epoch1))
+    assert torch.equal(second(epoch1), second(fresh1))
+    assert not torch.equal(second(epoch0).sort().values, second(epoch1).sort().values)
+
+
+def test_gpu_path_runs_on_the_cpu(tmp_path, monkeypatch):
+    """What a CUDA run does, on a CPU: channels-last, bfloat16 autocast and batched synthesis on
+    the training device. Finite losses, labels in [0, 1], a model that really ran in bfloat16."""
+    config, dataset = _texture_dataset(tmp_path)
+    monkeypatch.setattr(nsa_train, "_GPU_PATH_ON_CPU", True)
+    labels, outputs = [], []
+    synthesise, build = nsa_train._synthesise, nsa_train.build_model
+
+    def recording_synthesise(*args, **kwargs):
+        images, label = synthesise(*args, **kwargs)
+        labels.append(label)
+        return images, label
+
+    def hooked_model(config):
+        model = build(config)
+        first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        first_conv.register_forward_hook(lambda module, inputs, output: outputs.append(
+            (output.dtype, inputs[0].is_contiguous(memory_format=torch.channels_last))))
+        return model
+
+    monkeypatch.setattr(nsa_train, "_synthesise", recording_synthesise)
+    monkeypatch.setattr(nsa_train, "build_model", hooked_model)
+    history = train(config.replace(epochs=2), dataset, tmp_path / "run", device="cpu",
+                    synthesis_on_device=True, progress=False)
+    assert len(labels) == 4 and outputs == [(torch.bfloat16, True)] * 4
+    assert all(label.dtype == torch.float32 and 0 <= label.min() and label.max() <= 1 for label in labels)
+    assert any(label.max() > 0 for label in labels)  # anomalies were made
+    assert all(np.isfinite(history["loss"])) and all(0 <= f <= 1 for f in history["normal_fraction"])
