@@ -294,8 +294,8 @@ def _sample_patch(draws: _Draws, slot: int, masks: Optional[_Masks], attempted: 
                                         torch.zeros_like(new_size))
         patch_obj = (resized[:, 0] >= 0.5) & inside
     corner, dest_found = _dest_corners(draws.offsets[:, slot], new_size, patch_obj, masks, config, shape)
-    # synthesis.py skips patches whose Poisson mask (the rectangle minus its frame) is tiny
-    big_enough = (new_size - 2).prod(1) >= MIN_POISSON_PIXELS
+    # synthesis.py skips patches whose Poisson mask (the rectangle minus its frame) is tiny or thin
+    big_enough = ((new_size - 2).prod(1) >= MIN_POISSON_PIXELS) & ((new_size - 2).amin(1) >= 3)
     return _Patch(src_rect, new_size, corner, attempted & src_found & dest_found & big_enough)
 
 

@@ -95,7 +95,9 @@ def _seamless(patch: np.ndarray, image: np.ndarray, mask: np.ndarray, corner: Tu
     sizes.  Returns ``None`` where the blend fails (tiny or degenerate masks, and
     OpenCV's rare internal assertion).
     """
-    if np.count_nonzero(mask) < MIN_POISSON_PIXELS:
+    _, _, box_w, box_h = cv2.boundingRect(mask)
+    # A mask 1 or 2 px thin (a 3- or 4-px patch minus its frame) has no interior to solve for.
+    if np.count_nonzero(mask) < MIN_POISSON_PIXELS or min(box_w, box_h) < 3:
         return None
     if backend == "fast":
         return clone_into(image, patch, mask, corner, mode)

@@ -360,6 +360,15 @@ def test_seamless_skips_tiny_masks(real_image, backend):
     assert _seamless(image[:20, :20].copy(), image, mask, (10, 10), "normal", backend) is None
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seamless_skips_masks_thinner_than_3_px(real_image, backend):
+    """A 4-px-high patch minus its frame: 54 pixels but 2 rows (crashed the fast solver at 64 px)."""
+    image = real_image("coffee", 64)
+    mask = np.zeros((4, 29), np.uint8)
+    mask[1:3, 1:28] = 255
+    assert _seamless(image[:4, :29].copy(), image, mask, (10, 10), "normal", backend) is None
+
+
 @pytest.mark.parametrize("name", ["hazelnut", "carpet"])
 def test_backends_place_the_same_patches(real_image, name):
     dest, src = pair(real_image)
