@@ -14,8 +14,10 @@ synthesis on the device (``_synthesise``), checkpoints and history (``_save_chec
 synthesis in the workers or, with ``--workers 0``, in the main process, it holds that synthesis)
 and everything else.  On CUDA every wrapped call synchronises the device before and after, so
 a second, unwrapped run gives the samples/s.  The per-epoch fixed cost is measured twice: as
-checkpoints plus "everything else" per epoch, and as ``a`` in a fit ``a + b n`` of the
-per-epoch loop time to two numbers of images ``n`` (``--images``).
+checkpoints (but the one after the last epoch, which every run has once), history writes and
+"everything else" per epoch, and as ``a`` in a fit ``a + b n`` of the per-epoch loop time to two
+numbers of images ``n`` (``--images``; on a busy machine the fit is noisy).  Workers that start
+anew every epoch show as data wait after the first epoch (``data_wait_s_later_epochs``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Instrument:
     def __init__(self, device: torch.device, sync: bool) -> None:
         self.device, self.sync = device, sync and device.type == "cuda"
         self.seconds, self.bytes, self.saved = defaultdict(float), defaultdict(int), {}
+        self.checkpoint_calls, self.writes = [], []  # seconds of each checkpoint; (file, bytes) of each write
         self.loop_start = self.loop_end = None
 
     def _synced(self) -> float:
@@ -73,6 +76,8 @@ class Instrument:
             start = self._synced()
             result = function(*args, **kwargs)
             self.seconds[part] += self._synced() - start
+            if function.__name__ == "_save_checkpoint":
+                self.checkpoint_calls.append(time.perf_counter() - start)
             return result
         return wrapper
 
@@ -89,6 +94,7 @@ class Instrument:
                 self.loop_end = self._synced()
             function(path, write)
             self.bytes[path.name] += path.stat().st_size
+            self.writes.append((path.name, path.stat().st_size))
         return wrapper
 
     def __enter__(self) -> "Instrument":
@@ -126,8 +132,11 @@ def summarise(history: dict, timer: Instrument, config, n: int, workers: int, on
              "data_wait": float(np.dot(history["seconds"], history["data_wait_fraction"])),
              "checkpoint": timer.seconds["checkpoint"]}
     split["everything_else"] = loop - sum(split.values())
-    fixed = split["checkpoint"] + split["everything_else"]
-    in_loop = {name: size for name, size in timer.bytes.items() if name != "model.pt"}
+    # Every run ends with one checkpoint (and model.pt) whatever its length: not a per-epoch cost.
+    final = timer.checkpoint_calls[-1] if timer.checkpoint_calls else 0.0
+    fixed = split["checkpoint"] - final + split["everything_else"]
+    last_checkpoint = max((i for i, (name, _) in enumerate(timer.writes) if name == "checkpoint.pt"), default=None)
+    in_loop = [size for i, (name, size) in enumerate(timer.writes) if name != "model.pt" and i != last_checkpoint]
     steady = history["samples_per_s"][1:] or history["samples_per_s"]  # epoch 1 starts workers, warms up
     return {"class_settings": config.name, "image_size": config.image_size, "batch_size": config.batch_size,
             "images": n, "epochs": epochs, "workers": workers, "synthesis_on_device": on_device,
@@ -135,7 +144,11 @@ def summarise(history: dict, timer: Instrument, config, n: int, workers: int, on
             "samples_per_s_epoch_median": float(np.median(steady)),
             "split_s": split, "split_fraction": {k: v / loop for k, v in split.items()},
             "fixed_s_per_epoch": fixed / epochs, "fixed_fraction_of_loop": fixed / loop,
-            "bytes_per_epoch": sum(in_loop.values()) / epochs, "bytes_by_file": dict(timer.bytes),
+            "data_wait_s_later_epochs": float(np.mean([s * f for s, f in zip(history["seconds"][1:],
+                                                                             history["data_wait_fraction"][1:])]
+                                                      or [float("nan")])),
+            "final_checkpoint_s": final, "checkpoints_written": len(timer.checkpoint_calls),
+            "bytes_per_epoch": sum(in_loop) / epochs, "bytes_by_file": dict(timer.bytes),
             "peak_memory_mb": max(history["peak_memory_mb"]),
             "normal_fraction": float(np.mean(history["normal_fraction"]))}
 
@@ -170,9 +183,10 @@ def report(r: dict) -> None:
           f"({r['samples_per_s_epoch_median']:.1f} within epochs 2+), {r['loop_s_per_epoch']:.2f} s per epoch")
     parts = ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f}%" for k, v in r["split_fraction"].items())
     print(f"  split: {parts}")
-    print(f"  fixed cost per epoch (checkpoints + everything else): {r['fixed_s_per_epoch']:.3f} s = "
-          f"{100 * r['fixed_fraction_of_loop']:.1f}% of the loop; "
-          f"{r['bytes_per_epoch'] / 2**20:.2f} MB written per epoch; peak memory {r['peak_memory_mb']:.0f} MB")
+    print(f"  fixed cost per epoch (checkpoints but the final one, history, everything else): "
+          f"{r['fixed_s_per_epoch']:.3f} s = {100 * r['fixed_fraction_of_loop']:.1f}% of the loop; "
+          f"{r['checkpoints_written']} checkpoints, the final one {r['final_checkpoint_s']:.2f} s; "
+          f"{r['bytes_per_epoch'] / 2**20:.3f} MB written per epoch besides it; peak memory {r['peak_memory_mb']:.0f} MB")
 
 
 def main() -> None:
@@ -196,6 +210,12 @@ def main() -> None:
         for on_device in modes:
             for workers in args.workers:
                 pair = [run_training(config, n, device, workers, on_device, Path(cache)) for n in args.images]
+                if device.type == "cuda":  # the same without the synchronising wrappers: true speed
+                    for r, n in zip(pair, args.images):
+                        plain = run_training(config, n, device, workers, on_device, Path(cache), sync=False)
+                        r["plain"] = {k: plain[k] for k in ("loop_s", "loop_s_per_epoch", "samples_per_s_loop",
+                                                            "samples_per_s_epoch_median", "peak_memory_mb")}
+                        print(f"  unsynchronised, {n} images: {plain['samples_per_s_loop']:.1f} samples/s")
                 for r in pair:
                     report(r)
                 fit = {"workers": workers, "synthesis_on_device": on_device, **fixed_cost_fit(pair)}

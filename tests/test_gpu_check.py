@@ -1,0 +1,61 @@
+"""The GPU check (benchmarks/gpu_check.sh) on a machine without a GPU, and what it relies on."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_training import MVTEC_TRAIN_IMAGES, fixed_cost_fit, projected_minutes  # noqa: E402
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_check_fails_at_once_with_one_line_without_a_gpu(tmp_path):
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True,
+                            text=True, timeout=120, env={"PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent),
+                                                         "OUT": str(tmp_path)})
+    assert result.returncode == 1
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+    assert "no CUDA GPU" in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing recorded
+
+
+def test_textures_train_without_pooch_or_elpv(tmp_path):
+    """The GPU machine has neither: importing the training code path and building the texture
+    training set must not need them."""
+    code = f"""
+import sys
+sys.modules["pooch"] = sys.modules["elpv_dataset"] = None  # any import of them fails
+sys.path.insert(0, {str(ROOT / "benchmarks")!r})
+import bench_training, nsa_tutorial.cli, nsa_tutorial.batched, nsa_tutorial.evaluate
+from nsa_tutorial.config import get_config
+config = get_config("bottle", image_size=64)
+image, label = bench_training.texture_dataset(config, 3, __import__("pathlib").Path({str(tmp_path)!r}))[2]
+assert image.shape == (3, 64, 64) and 0 <= label.min() <= label.max() <= 1
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_fixed_cost_fit_recovers_a_and_b():
+    runs = [{"images": n, "loop_s_per_epoch": 0.5 + 0.01 * n} for n in (64, 128)]
+    fit = fixed_cost_fit(runs)
+    assert fit["a_s_per_epoch"] == pytest.approx(0.5) and fit["b_s_per_image"] == pytest.approx(0.01)
+    assert fit["a_fraction_of_epoch"] == pytest.approx([0.5 / 1.14, 0.5 / 1.78])
+
+
+def test_projection_uses_each_class_epochs_images_and_size():
+    minutes = projected_minutes({224: 0.001, 256: 0.002}, fixed_s_per_epoch=0.1)
+    assert minutes["bottle_320_epochs_of_209"] == pytest.approx(320 * (209 * 0.001 + 0.1) / 60)
+    assert minutes["per_class"]["hazelnut"] == pytest.approx(560 * (391 * 0.001 + 0.1) / 60)  # 560 epochs
+    assert minutes["per_class"]["carpet"] == pytest.approx(320 * (280 * 0.002 + 0.1) / 60)  # 256 px
+    assert minutes["all_15"] == pytest.approx(sum(minutes["per_class"].values()))
+    assert len(minutes["per_class"]) == 15 and sum(MVTEC_TRAIN_IMAGES.values()) == 3629
+    assert projected_minutes({224: 0.001}, 0.0) == {}  # no speed for 256 px: no projection
