@@ -59,3 +59,24 @@ def test_projection_uses_each_class_epochs_images_and_size():
     assert minutes["all_15"] == pytest.approx(sum(minutes["per_class"].values()))
     assert len(minutes["per_class"]) == 15 and sum(MVTEC_TRAIN_IMAGES.values()) == 3629
     assert projected_minutes({224: 0.001}, 0.0) == {}  # no speed for 256 px: no projection
+
+
+def test_merge_projects_from_the_unwrapped_gpu_run_and_copies_to_out(tmp_path, monkeypatch):
+    import json
+
+    import gpu_check
+
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    run = {"synthesis_on_device": True, "images": 209, "loop_s_per_epoch": 9.0, "plain": {"loop_s_per_epoch": 0.209}}
+    (parts / "train_224.json").write_text(json.dumps({"runs": [run, {**run, "synthesis_on_device": False}]}))
+    (parts / "failed").write_text("train_256\n")
+    monkeypatch.setattr(gpu_check, "RESULTS", tmp_path / "results")
+    monkeypatch.setenv("OUT", str(tmp_path / "out"))
+    path = gpu_check.merge(parts)
+    result = json.loads(path.read_text())
+    assert result["failed_parts"] == ["train_256"] and "commit" in result and "date" in result
+    minutes = result["projection"]["minutes"]
+    assert minutes["bottle_320_epochs_of_209"] == pytest.approx(320 * 0.209 / 60)  # 1 ms per image
+    assert result["projection"]["s_per_image"]["256"] == pytest.approx(0.001 * (256 / 224) ** 2)
+    assert json.loads((tmp_path / "out" / path.name).read_text()) == result
