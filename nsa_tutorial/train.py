@@ -168,8 +168,9 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
                 if stop_request.signal and epoch + 1 < stop:
                     raise KeyboardInterrupt(f"stopped by {signal.Signals(stop_request.signal).name}")
     except KeyboardInterrupt:
-        print(f"\nInterrupted. {output_dir / 'checkpoint.pt'} holds epoch {saved}; call train() again "
-              "with the same config and output_dir (resume=True) to continue from there.", file=sys.stderr)
+        held = f"{output_dir / 'checkpoint.pt'} holds epoch {saved}" if saved else "no checkpoint yet"
+        print(f"\nInterrupted; {held}. Call train() again with the same config and output_dir "
+              "(resume=True) to continue from the last checkpoint.", file=sys.stderr)
         raise
     finally:
         del loader  # its persistent workers end now, not when a kept traceback is freed
