@@ -2,7 +2,7 @@
 bytes written to the run folder per epoch.
 
     python benchmarks/bench_training.py [--device cpu] [--class texture_grass] [--image-size 64]
-        [--images 64 128] [--epochs 4] [--workers 0 2] [--synthesis workers|device|both]
+        [--images 16 32] [--epochs 6] [--workers 0 2] [--synthesis workers|device|both]
         [--json benchmarks/results/training-cpu.json]
 
 Runs :func:`nsa_tutorial.train.train` in full mode (the paper's batch of 64, a cosine schedule
@@ -195,8 +195,9 @@ def main() -> None:
     parser.add_argument("--class", dest="name", default="texture_grass",
                         help="whose Table 4 settings (the images are always the grass texture)")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--images", type=int, nargs=2, default=[64, 128], help="two training-set sizes")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--images", type=int, nargs=2, default=[16, 32],
+                        help="two training-set sizes (default: epochs of one small batch, short like a GPU's)")
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--workers", type=int, nargs="+", default=[0])
     parser.add_argument("--synthesis", choices=["workers", "device", "both"], default="workers")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
