@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot GPU check, at most about 8 minutes on one GPU, no network needed:
+# One-shot GPU check, at most about 7 minutes on one GPU (each part has its own timeout), no network:
 #
 #     bash benchmarks/gpu_check.sh
 #
@@ -17,17 +17,18 @@ set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONWARNINGS=ignore
+PYTHON=$(command -v python || command -v python3)
 NSA_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 export NSA_COMMIT
 
-if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     echo "gpu_check: no CUDA GPU visible to PyTorch (torch.cuda.is_available() is False); run it on a GPU machine" >&2
     exit 1
 fi
 
 PARTS=$(mktemp -d)
 trap 'rm -rf "$PARTS"' EXIT
-WORKERS=$(python -c "import os; print(min(os.cpu_count() or 1, 16))")
+WORKERS=$("$PYTHON" -c "import os; print(min(os.cpu_count() or 1, 16))")
 status=0
 
 part() {  # part NAME SECONDS COMMAND...: run one part under its timeout, then merge what exists
@@ -39,12 +40,12 @@ part() {  # part NAME SECONDS COMMAND...: run one part under its timeout, then m
         echo "$name" >> "$PARTS/failed"
         status=1
     fi
-    python benchmarks/gpu_check.py merge "$PARTS" || status=1
+    "$PYTHON" benchmarks/gpu_check.py merge "$PARTS" || status=1
 }
 
-part synthesis 75 python benchmarks/gpu_check.py synthesis "$PARTS/synthesis.json"
-part train_224 200 python benchmarks/bench_training.py --device cuda --class bottle --image-size 224 \
+part synthesis 60 "$PYTHON" benchmarks/gpu_check.py synthesis "$PARTS/synthesis.json"
+part train_224 180 "$PYTHON" benchmarks/bench_training.py --device cuda --class bottle --image-size 224 \
     --images 209 418 --epochs 8 --workers "$WORKERS" --synthesis both --json "$PARTS/train_224.json"
-part train_256 150 python benchmarks/bench_training.py --device cuda --class carpet --image-size 256 \
+part train_256 120 "$PYTHON" benchmarks/bench_training.py --device cuda --class carpet --image-size 256 \
     --images 140 280 --epochs 8 --workers "$WORKERS" --synthesis device --json "$PARTS/train_256.json"
 exit $status
