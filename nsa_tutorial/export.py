@@ -46,19 +46,29 @@ def export_onnx(checkpoint: Union[str, Path], output: Union[str, Path]) -> Path:
     The batch size is free, the image size fixed (``input_size`` in the metadata).  Written
     atomically; the checkpoint itself is never overwritten.  Book chapter: *Using a trained model*.
     """
-    import dataclasses
-
-    from .evaluate import eval_size
     from .train import load_model
 
-    onnx = _needs("onnx")
     checkpoint, output = Path(checkpoint), Path(output)
     if output.exists() and output.resolve() == checkpoint.resolve():
         raise ValueError(f"output {output} is the checkpoint itself; choose another file name")
+    model, config = load_model(checkpoint)
+    return export_model(model, config, load_calibration(checkpoint), output)
+
+
+def export_model(model: torch.nn.Module, config: Config, calibration: Optional[dict],
+                 output: Union[str, Path]) -> Path:
+    """Write ``model`` (its :class:`~nsa_tutorial.inference.ScoringModel` graph) with ``config``
+    and ``calibration`` as metadata to ``output``, atomically."""
+    import copy
+    import dataclasses
+
+    from .evaluate import eval_size
+
+    onnx = _needs("onnx")
+    output = Path(output)
     if output.is_dir():
         raise ValueError(f"output {output} is a folder; expected a file name such as model.onnx")
-    model, config = load_model(checkpoint)
-    scoring = ScoringModel(model, config).eval()
+    scoring = ScoringModel(copy.deepcopy(model).cpu(), config).eval()
     size = eval_size(config)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
@@ -71,7 +81,7 @@ def export_onnx(checkpoint: Union[str, Path], output: Union[str, Path]) -> Path:
                               dynamic_axes={"images": {0: "batch"}, "scores": {0: "batch"}, "maps": {0: "batch"}})
         graph = onnx.load(str(tmp))
         metadata = {"config": json.dumps(dataclasses.asdict(config)), "input_size": str(size),
-                    "calibration": json.dumps(load_calibration(checkpoint)),
+                    "calibration": json.dumps(calibration),
                     "input": "uint8 RGB images, batch x input_size x input_size x 3 (resize first)",
                     "outputs": "scores: mean of the anomaly map; maps: anomaly maps, batch x size x size"}
         for key, value in metadata.items():

@@ -237,6 +237,11 @@ class Predictor:
         start = (self.size - self.config.image_size) // 2
         return slice(start, start + self.config.image_size)
 
+    def score(self, images: np.ndarray, batch_size: int = 16) -> Tuple[np.ndarray, np.ndarray]:
+        """``run`` over uint8 ``N x S x S x 3`` images in batches: (scores ``N``, maps ``N x S x S``)."""
+        parts = [self.run(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
     @property
     def bounded(self) -> bool:
         """Scores lie in [0, 1] (sigmoid output) unless the model was trained with the MSE loss."""
@@ -256,14 +261,20 @@ def load_predictor(model: Union[str, Path, "Predictor"], device: Union[str, torc
 
     device = pick_device(device)
     net, config = load_model(path, device=device)
-    scoring = ScoringModel(net, config).to(device).eval()
+    return torch_predictor(net, config, load_calibration(path), device, str(path))
+
+
+def torch_predictor(model: nn.Module, config: Config, calibration: Optional[dict] = None,
+                    device: Union[str, torch.device] = "cpu", source: str = "in memory") -> Predictor:
+    """A :class:`Predictor` for a model in memory (e.g. straight after :func:`~nsa_tutorial.train.train`)."""
+    scoring = ScoringModel(model, config).to(device).eval()
 
     @torch.inference_mode()
     def run(batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         scores, maps = scoring(torch.from_numpy(batch).to(device))
         return scores.float().cpu().numpy(), maps.float().cpu().numpy()
 
-    return Predictor(run, config, load_calibration(path), "torch", str(path))
+    return Predictor(run, config, calibration, "torch", source)
 
 
 # --------------------------------------------------------------------------- predicting
