@@ -91,12 +91,15 @@ def calibrate(scorer: "Predictor", images: Sequence, target_fpr: float = DEFAULT
     Returns the dict stored in ``model.pt`` under ``"calibration"``.
     """
     _check_fpr(target_fpr)
-    scores, pixels = [], []
+    scores, pixels, unreadable = [], [], []
     window = scorer.window
-    for batch, _ in _batches(_read_all(images), scorer.size, batch_size):
+    for batch, _ in _batches(_read_all(images), scorer.size, batch_size, unreadable):
         s, maps = scorer.run(batch)
         scores.extend(s.tolist())
         pixels.append(maps[:, window, window].ravel())
+    if unreadable or not scores:
+        raise ValueError(f"calibration image {unreadable[0]['name'] if unreadable else '(none given)'} "
+                         f"could not be read: {unreadable[0]['error'] if unreadable else 'no images'}")
     pixels = np.sort(np.concatenate(pixels))[::-1]
     image_threshold, expected = threshold_at_fpr(scores, target_fpr)
     ks = np.clip(np.floor(PIXEL_FPR_GRID * (pixels.size + 1) + 1e-9).astype(np.int64), 1, pixels.size)

@@ -12,7 +12,7 @@ from nsa_tutorial.cli import main
 from nsa_tutorial.config import get_config
 from nsa_tutorial.data import SyntheticAnomalyDataset, load_category, resolve_data_root
 from nsa_tutorial.evaluate import decision_metrics, predict_maps
-from nsa_tutorial.inference import (ScoringModel, calibrate_checkpoint, calibration_split, load_calibration,
+from nsa_tutorial.inference import (ScoringModel, calibrate, calibrate_checkpoint, calibration_split, load_calibration,
                                     load_predictor, parse_threshold, predict, resolve_thresholds,
                                     threshold_at_fpr)
 from nsa_tutorial.metrics import image_scores
@@ -145,6 +145,12 @@ def test_calibration_is_stored_in_the_model_file(model_path):
     thresholds = np.array(c["pixel_thresholds"])
     assert np.all(np.diff(thresholds) <= 0)  # a higher FPR never needs a higher threshold
     assert resolve_thresholds(c, "fpr=1%").pixel == pytest.approx(c["pixel_threshold"], abs=1e-3)
+
+
+def test_an_unreadable_calibration_image_is_an_error(model_path, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="calibration image broken could not be read"):
+        calibrate(load_predictor(model_path), [tmp_path / "broken.png"])
 
 
 def test_predict_any_size_grey_or_rgb(model_path, real_image):
