@@ -111,9 +111,9 @@ def decision_metrics(labels: np.ndarray, scores: np.ndarray, threshold: Optional
     flagged = scores > threshold
     tp, fp = int((flagged & labels).sum()), int((flagged & ~labels).sum())
     p = tp / (tp + fp) if tp + fp else None
-    r = tp / labels.sum() if labels.any() else None
-    result.update(image_precision=p, image_recall=r, image_fpr=fp / (~labels).sum() if (~labels).any() else None,
-                  image_f1=2 * p * r / (p + r) if p and r else 0.0)
+    r = tp / int(labels.sum()) if labels.any() else None
+    result.update(image_precision=p, image_recall=r, image_f1=2 * p * r / (p + r) if p and r else 0.0,
+                  image_fpr=fp / int((~labels).sum()) if (~labels).any() else None)
     return result
 
 
