@@ -53,9 +53,8 @@ def evaluate_one(data_root: str, category_name: str, checkpoint: Path, device: O
     """Metrics of the model in ``checkpoint`` on the test split of ``category_name``."""
     from .data import load_category, resolve_data_root
     from .evaluate import evaluate
-    from .train import load_model, pick_device
-
     from .inference import load_calibration
+    from .train import load_model, pick_device
 
     device = pick_device(device)
     model, config = load_model(checkpoint, device=device)
@@ -155,10 +154,10 @@ def _print_decisions(result: dict) -> None:
     else:
         values = {k: "n/a" if result[f"image_{k}"] is None else f"{100 * result[f'image_{k}']:.1f}"
                   for k in ("precision", "recall", "f1", "fpr")}
-        print(f"   decisions at threshold {result['image_threshold']:.4g}: " +
+        print(f"   decisions at threshold {result['image_threshold']:.4g} (%): " +
               ", ".join(f"{k} {v}" for k, v in values.items()) +
               f" (target FPR {100 * result['image_fpr_target']:g})")
-    print(f"   oracle F1: {100 * result['oracle_image_f1']:.1f} (best threshold on the test labels)")
+    print(f"   oracle F1 (%): {100 * result['oracle_image_f1']:.1f} (best threshold on the test labels)")
 
 
 def cmd_predict(args) -> None:
