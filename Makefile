@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e ".[book,test]"
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e ".[book,test,export]"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -2,7 +2,8 @@
 
 The modules follow the book's chapters: ``poisson`` (Poisson image editing), ``patches``
 (patch sampling), ``labels``, ``synthesis`` (NSA and baselines), ``config`` (paper Table 4),
-``data``, ``model``, ``train``, ``metrics`` and ``evaluate``.
+``data``, ``model``, ``train``, ``metrics``, ``evaluate``, ``inference`` (calibration and
+prediction; :func:`predict` is also ``nsa_tutorial.predict``) and ``export`` (ONNX).
 """
 
 __version__ = "0.1.0"
@@ -21,3 +22,12 @@ def check_version(book_version: str) -> str:
                       f"installed: install the matching version (pip install nsa-tutorial=={book_version}) "
                       "if something below fails", stacklevel=2)
     return __version__
+
+
+def __getattr__(name: str):
+    """``nsa_tutorial.predict``, imported on first use (it pulls in torch)."""
+    if name == "predict":
+        from .inference import predict
+
+        return predict
+    raise AttributeError(f"module 'nsa_tutorial' has no attribute {name!r}")

@@ -3,6 +3,8 @@
     nsa-tutorial train --data-root elpv --category mono --mode quick --output runs/mono
     nsa-tutorial evaluate --data-root elpv --category mono --checkpoint runs/mono/model.pt --output runs/mono/metrics.json
     nsa-tutorial reproduce --data-root /data/mvtec --seeds 0 1 2 3 4 --output runs/paper
+    nsa-tutorial predict --checkpoint runs/mono/model.pt new_images/ --output runs/mono/predictions
+    nsa-tutorial export --checkpoint runs/mono/model.pt --format onnx --output runs/mono/model.onnx
 
 ``--data-root`` is a folder in MVTec AD layout or the name of an embedded dataset
 (``elpv``: solar cells, categories mono/poly; ``textures``: brick/grass/gravel with
@@ -28,15 +30,24 @@ def _config(args):
 
 
 def train_one(data_root: str, config, output: Path, seed: int = 0, device: Optional[str] = None,
-              workers: int = 0, checkpoint_every: float = 60.0) -> Path:
-    """Train ``config`` on its category under ``data_root``; returns the path of ``model.pt``."""
+              workers: int = 0, checkpoint_every: float = 60.0, calibration: float = 0.0,
+              target_fpr: float = 0.01) -> Path:
+    """Train ``config`` on its category under ``data_root``; returns the path of ``model.pt``.
+
+    ``calibration``: the share of normal training images held back to calibrate the threshold
+    at ``target_fpr`` (:mod:`nsa_tutorial.inference`); 0 trains on all of them (the paper).
+    """
     from .data import SyntheticAnomalyDataset, load_category, resolve_data_root
+    from .inference import calibrate_checkpoint, calibration_split
     from .train import train
 
     category = load_category(resolve_data_root(data_root), config.name)
+    category, held_out = calibration_split(category, calibration, seed)
     dataset = SyntheticAnomalyDataset(category, config, seed=seed)
     train(config, dataset, output, device=device, seed=seed, num_workers=workers,
           checkpoint_every=checkpoint_every)
+    if held_out:
+        calibrate_checkpoint(Path(output) / "model.pt", held_out, target_fpr, device)
     return Path(output) / "model.pt"
 
 
@@ -44,21 +55,26 @@ def evaluate_one(data_root: str, category_name: str, checkpoint: Path, device: O
     """Metrics of the model in ``checkpoint`` on the test split of ``category_name``."""
     from .data import load_category, resolve_data_root
     from .evaluate import evaluate
+    from .inference import load_calibration
     from .train import load_model, pick_device
 
     device = pick_device(device)
     model, config = load_model(checkpoint, device=device)
     if config.name != category_name:
         print(f"note: the model was trained on {config.name!r}, evaluating it on {category_name!r}")
-    result = evaluate(model, load_category(resolve_data_root(data_root), category_name), config, device)
+    calibration = load_calibration(checkpoint) or {}
+    result = evaluate(model, load_category(resolve_data_root(data_root), category_name), config, device,
+                      threshold=calibration.get("image_threshold"))
+    result["image_fpr_target"] = calibration.get("target_fpr")
     return {"category": category_name, "method": config.method, "label": config.label,
             "mode": config.mode, "checkpoint": str(checkpoint), **result}
 
 
 def cmd_train(args) -> None:
     path = train_one(args.data_root, _config(args), args.output, args.seed, args.device, args.workers,
-                     args.checkpoint_every)
+                     args.checkpoint_every, args.calibration, args.target_fpr)
     print(f"model written to {path}")
+    _print_calibration(path)
 
 
 def cmd_evaluate(args) -> None:
@@ -69,6 +85,7 @@ def cmd_evaluate(args) -> None:
     for key in ("image_auroc", "pixel_auroc", "au_pro"):
         value = result[key]
         print(f"{key:>12}: {'n/a (no masks)' if value is None else f'{100 * value:.1f}'}")
+    _print_decisions(result)
     print(f"metrics written to {args.output}")
 
 
@@ -114,6 +131,79 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, required=True)
 
 
+def _percent(text: str) -> float:
+    """``"1%"`` -> 0.01, ``"0.01"`` -> 0.01 (argparse type of --target-fpr)."""
+    from .inference import parse_threshold
+
+    value = parse_threshold(f"fpr={text}")
+    return value[1]
+
+
+def _print_calibration(path: Path) -> None:
+    from .inference import load_calibration
+
+    c = load_calibration(path)
+    if c is None:
+        print("no calibration split (--calibration 0): predict needs an explicit --threshold")
+        return
+    print(f"calibrated on {c['n_images']} held-back normal images: image threshold {c['image_threshold']:.4g} "
+          f"(target FPR {100 * c['target_fpr']:g}%, expected {100 * c['expected_fpr']:.2f}%), "
+          f"pixel threshold {c['pixel_threshold']:.4g}")
+    if c["expected_fpr"] > c["target_fpr"]:
+        print(f"note: {c['n_images']} calibration images cannot certify an FPR below "
+              f"{100 * c['expected_fpr']:.2f}%; hold back more images (--calibration) for a lower target")
+
+
+def _print_decisions(result: dict) -> None:
+    if result.get("image_threshold") is None:
+        print("   decisions: n/a (the model has no calibrated threshold)")
+    else:
+        values = {k: "n/a" if result[f"image_{k}"] is None else f"{100 * result[f'image_{k}']:.1f}"
+                  for k in ("precision", "recall", "f1", "fpr")}
+        print(f"   decisions at threshold {result['image_threshold']:.4g} (%): " +
+              ", ".join(f"{k} {v}" for k, v in values.items()) +
+              f" (target FPR {100 * result['image_fpr_target']:g})")
+    print(f"   oracle F1 (%): {100 * result['oracle_image_f1']:.1f} (best threshold on the test labels)")
+
+
+def cmd_predict(args) -> None:
+    from .inference import predict_to_folder
+
+    s = predict_to_folder(args.checkpoint, args.images, args.output, args.threshold, args.pixel_threshold,
+                          args.device, args.batch_size)
+    skipped = f"; {len(s['skipped'])} unreadable file(s) skipped" if s["skipped"] else ""
+    for entry in s["skipped"]:
+        print(f"skipped {entry['name']}: {entry['error']}")
+    print(f"{s['n_anomalous']} of {s['n_images']} images flagged as anomalous (score > {s['image_threshold']:.4g}, "
+          f"{s['threshold_source']}){skipped}; results in {args.output}")
+
+
+def cmd_export(args) -> None:
+    from .export import export_onnx
+
+    print(f"exported to {export_onnx(args.checkpoint, args.output)}")
+
+
+def _add_use_commands(sub) -> None:
+    p = sub.add_parser("predict", help="anomaly scores, decisions, heatmaps and masks for new images")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt or an exported .onnx file")
+    p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--output", type=Path, required=True, help="folder for the results")
+    p.add_argument("--threshold", default=None,
+                   help="image-score threshold (0-1) or a false-positive rate, e.g. fpr=0.5%%; "
+                        "default: the calibrated one")
+    p.add_argument("--pixel-threshold", type=float, default=None,
+                   help="threshold of the masks; default: calibrated (or --threshold)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("export", help="write a trained model as an ONNX file (normalisation and metadata inside)")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--output", type=Path, required=True)
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nsa-tutorial", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--category", required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibration", type=float, default=0.2,
+                   help="share of the normal training images held back to calibrate the threshold (0: none)")
+    p.add_argument("--target-fpr", type=_percent, default=0.01,
+                   help="false-positive rate on normal images the threshold aims at, e.g. 1%% (default)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("evaluate", help="image AUROC, pixel AUROC and AU-PRO of a trained model")
     p.add_argument("--data-root", required=True)
@@ -135,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", nargs="+", default=list(MVTEC_CLASSES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.set_defaults(func=cmd_reproduce)
+    _add_use_commands(sub)
     return parser
 
 

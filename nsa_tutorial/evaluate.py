@@ -20,7 +20,7 @@ import torch
 
 from .config import Config
 from .data import Category, load_test_item, to_tensor
-from .metrics import au_pro, image_auroc, pixel_auroc
+from .metrics import au_pro, image_auroc, image_scores, pixel_auroc
 
 
 def eval_size(config: Config) -> int:
@@ -76,13 +76,44 @@ def compute_metrics(labels: np.ndarray, maps: np.ndarray, masks: Optional[np.nda
 
 
 def evaluate(model: torch.nn.Module, category: Category, config: Config,
-             device: str | torch.device = "cpu") -> dict:
-    """Metrics of ``model`` on the test split of ``category`` (see :func:`compute_metrics`)."""
+             device: str | torch.device = "cpu", threshold: Optional[float] = None) -> dict:
+    """Metrics of ``model`` on the test split of ``category`` (see :func:`compute_metrics`),
+    and the decisions at the image-score ``threshold`` (see :func:`decision_metrics`)."""
     images, masks, labels = load_test_set(category, config)
     maps = predict_maps(model, images, config, device)
     result = compute_metrics(labels, maps, masks if category.has_masks else None)
+    result.update(decision_metrics(labels, image_scores(maps), threshold))
     if not category.has_masks:
         result["note"] = "no ground_truth masks in the data: image-level metrics only"
+    return result
+
+
+def decision_metrics(labels: np.ndarray, scores: np.ndarray, threshold: Optional[float]) -> dict:
+    """Image-level decisions (anomalous when the score is above ``threshold``): precision,
+    recall, F1 and false-positive rate, plus the best F1 over all thresholds (an *oracle*: it
+    picks the threshold on the test labels, which a user never has).
+
+    Undefined values (no threshold, no flagged image, no normal image) are ``None``.
+    Book chapter: *Using a trained model*.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, dtype=np.float64)
+    precision, recall, cut = precision_recall_curve(labels, scores)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
+                   where=precision + recall > 0)
+    best = int(np.argmax(f1[:-1])) if len(cut) else 0
+    result = {"image_threshold": threshold, "image_precision": None, "image_recall": None, "image_f1": None,
+              "image_fpr": None, "oracle_image_f1": float(f1[best]),
+              "oracle_image_threshold": float(cut[best]) if len(cut) else None}
+    if threshold is None:
+        return result
+    flagged = scores > threshold
+    tp, fp = int((flagged & labels).sum()), int((flagged & ~labels).sum())
+    p = tp / (tp + fp) if tp + fp else None
+    r = tp / int(labels.sum()) if labels.any() else None
+    result.update(image_precision=p, image_recall=r, image_f1=2 * p * r / (p + r) if p and r else 0.0,
+                  image_fpr=fp / int((~labels).sum()) if (~labels).any() else None)
     return result
 
 

@@ -1,0 +1,136 @@
+"""ONNX export of a trained model, and running the exported file with onnxruntime.
+
+Book chapter: *Using a trained model*.
+
+The exported graph is :class:`nsa_tutorial.inference.ScoringModel`: uint8 RGB images
+``B x S x S x 3`` at the evaluation size in (normalisation and the objects' centre crop are
+inside), ``scores`` (``B``, the map's mean) and ``maps`` (``B x S x S``) out.  The model's
+config, its calibration and the input size travel in the file's ``metadata_props``, so the
+file alone is enough to predict (``nsa-tutorial predict --checkpoint model.onnx``).  Needs the
+``export`` extra (``pip install "nsa-tutorial[export]"``: onnx and onnxruntime).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .config import Config
+from .inference import Predictor, ScoringModel, load_calibration
+
+OPSET = 17
+#: Largest difference between an onnxruntime and a PyTorch anomaly map (and score) that the
+#: tests accept, for float32 on the CPU (both are sigmoid outputs in [0, 1]).
+PARITY_ATOL = 1e-4
+
+
+def _needs(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise RuntimeError(f"{module} is not installed: pip install \"nsa-tutorial[export]\" "
+                           "(onnx and onnxruntime)") from None
+
+
+def export_onnx(checkpoint: Union[str, Path], output: Union[str, Path]) -> Path:
+    """Write the model in ``checkpoint`` (a ``model.pt``) as an ONNX file with its metadata.
+
+    The batch size is free, the image size fixed (``input_size`` in the metadata).  Written
+    atomically; the checkpoint itself is never overwritten.  Book chapter: *Using a trained model*.
+    """
+    from .train import load_model
+
+    checkpoint, output = Path(checkpoint), Path(output)
+    if output.exists() and output.resolve() == checkpoint.resolve():
+        raise ValueError(f"output {output} is the checkpoint itself; choose another file name")
+    model, config = load_model(checkpoint)
+    return export_model(model, config, load_calibration(checkpoint), output)
+
+
+def export_model(model: torch.nn.Module, config: Config, calibration: Optional[dict],
+                 output: Union[str, Path]) -> Path:
+    """Write ``model`` (its :class:`~nsa_tutorial.inference.ScoringModel` graph) with ``config``
+    and ``calibration`` as metadata to ``output``, atomically."""
+    import copy
+    import dataclasses
+
+    from .evaluate import eval_size
+
+    onnx = _needs("onnx")
+    output = Path(output)
+    if output.is_dir():
+        raise ValueError(f"output {output} is a folder; expected a file name such as model.onnx")
+    scoring = ScoringModel(copy.deepcopy(model).cpu(), config).eval()
+    size = eval_size(config)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer and deprecation warnings of the TorchScript exporter
+            torch.onnx.export(scoring, (torch.zeros(1, size, size, 3, dtype=torch.uint8),), str(tmp),
+                              dynamo=False, opset_version=OPSET, input_names=["images"],
+                              output_names=["scores", "maps"],
+                              dynamic_axes={"images": {0: "batch"}, "scores": {0: "batch"}, "maps": {0: "batch"}})
+        graph = onnx.load(str(tmp))
+        metadata = {"config": json.dumps(dataclasses.asdict(config)), "input_size": str(size),
+                    "calibration": json.dumps(calibration),
+                    "input": "uint8 RGB images, batch x input_size x input_size x 3 (resize first)",
+                    "outputs": "scores: mean of the anomaly map; maps: anomaly maps, batch x size x size"}
+        for key, value in metadata.items():
+            entry = graph.metadata_props.add()
+            entry.key, entry.value = f"nsa_tutorial.{key}", value
+        graph.producer_name = "nsa_tutorial"
+        onnx.checker.check_model(graph)
+        onnx.save(graph, str(tmp))
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output
+
+
+def read_metadata(path: Union[str, Path]) -> dict:
+    """The ``nsa_tutorial.*`` metadata of an exported file: config, calibration, input size."""
+    ort = _needs("onnxruntime")
+    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    return _parse_metadata(meta, path)
+
+
+def _parse_metadata(meta: dict, path) -> dict:
+    try:
+        return {"config": Config(**json.loads(meta["nsa_tutorial.config"])),
+                "calibration": json.loads(meta["nsa_tutorial.calibration"]),
+                "input_size": int(meta["nsa_tutorial.input_size"])}
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path} is not an ONNX file written by nsa-tutorial export "
+                         f"(its nsa_tutorial metadata is missing or unreadable: {err})") from None
+
+
+def load_onnx(path: Union[str, Path], device: Union[str, torch.device, None] = None) -> Predictor:
+    """A :class:`~nsa_tutorial.inference.Predictor` that runs ``path`` with onnxruntime
+    (on CUDA if asked for and available, else the CPU)."""
+    ort = _needs("onnxruntime")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no ONNX file at {path}")
+    providers = ["CPUExecutionProvider"]
+    if device is not None and str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable files
+        raise ValueError(f"{path} is not a readable ONNX model ({type(err).__name__}: {err})") from None
+    meta = _parse_metadata(session.get_modelmeta().custom_metadata_map, path)
+
+    def run(batch: np.ndarray):
+        scores, maps = session.run(["scores", "maps"], {"images": np.ascontiguousarray(batch, np.uint8)})
+        return scores, maps
+
+    return Predictor(run, meta["config"], meta["calibration"], "onnxruntime", str(path))
