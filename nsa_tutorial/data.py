@@ -83,6 +83,33 @@ class Category:
     test: List[TestItem]
     has_masks: bool
 
+    def train_files(self) -> List[Tuple[str, int]]:
+        """(name relative to the category folder, size in bytes) of each training image: the data's
+        fingerprint in a checkpoint (no modification times: copying the data changes them)."""
+        folder = self.root / self.name
+        return [(_relative(p, folder), p.stat().st_size) for p in self.train]
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:  # a hand-made Category with files elsewhere
+        return path.as_posix()
+
+
+def check_category(category: Category, size: int = 32) -> int:
+    """Read every test image and mask of ``category`` once, so that a corrupt image or a mask of the
+    wrong size is reported before training, not after it; returns the number of test items.
+
+    ``size``: the resolution the items are resized to (small: only reading matters here).
+    Book chapter: *Evaluation*.
+    """
+    if not category.test:
+        raise ValueError(f"{category.root / category.name}: the test split is empty")
+    for item in category.test:
+        load_test_item(item, size)
+    return len(category.test)
+
 
 # --------------------------------------------------------------------------- reading images
 
@@ -652,6 +679,10 @@ class SyntheticAnomalyDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def files(self) -> List[Tuple[str, int]]:
+        """Names and sizes of the training files (see :meth:`Category.train_files`)."""
+        return self.category.train_files()
 
     def set_epoch(self, epoch: int) -> None:
         """Samples of epoch ``epoch`` differ from other epochs' and are reproducible."""

@@ -174,7 +174,7 @@ def test_load_model_rejects_foreign_files(tmp_path, content, message):
 def test_load_model_rejects_a_non_torch_file(tmp_path):
     path = tmp_path / "model.pt"
     path.write_text("not a model")
-    with pytest.raises(ValueError, match="not a readable torch file"):
+    with pytest.raises(ValueError, match="not a readable model file"):
         load_model(path)
 
 
