@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .files import atomic_write
+
 PathLike = Union[str, Path]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -338,7 +340,7 @@ def _materialise(root: Path, tag: str, build: Callable[[Path], None]) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     build(partial)
-    (partial / _MARKER).write_text(tag)
+    atomic_write(partial / _MARKER, lambda tmp: tmp.write_text(tag))
     partial.rename(root)
     return root
 
@@ -531,7 +533,7 @@ def download_mvtec(dest: PathLike, url: str = MVTEC_URL, known_hash: str = MVTEC
     except Exception as error:  # network errors of any kind and checksum mismatches
         raise RuntimeError(_hand_download_message(url, dest, known_hash, error)) from error
     _extract(Path(archive), dest, progress)
-    done.write_text(known_hash)
+    atomic_write(done, lambda tmp: tmp.write_text(known_hash))
     return dest
 
 

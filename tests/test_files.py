@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from nsa_tutorial.config import get_config
 from nsa_tutorial.files import (atomic_write, check_output, plain_name, read_result, remove_temporaries,
                                 write_json)
 
@@ -84,9 +83,3 @@ def test_a_done_marker_is_trusted_only_when_it_parses_and_is_complete(tmp_path):
     result, why = read_result(path, ["image_auroc", "au_pro"])
     assert result is None and "au_pro" in why
     assert read_result(path, ["image_auroc"]) == ({"image_auroc": 0.9}, "")
-
-
-@pytest.mark.parametrize("field", ["epochs", "batch_size"])
-def test_config_names_the_field_that_is_out_of_range(field):
-    with pytest.raises(ValueError, match=f"^{field} must be an integer >= 1, got 0$"):
-        get_config("bottle", **{field: 0})
