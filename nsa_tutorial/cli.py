@@ -15,6 +15,7 @@ same run: a checkpoint of other settings, seed, package version or data is refus
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pickle
 import sys
 import traceback
@@ -85,7 +86,7 @@ def evaluate_one(data_root: str, category_name: str, checkpoint: Path, device: O
         print(f"note: the model was trained on {config.name!r}, evaluating it on {category_name!r}")
     result = evaluate(model, load_category(resolve_data_root(data_root), category_name), config, device)
     return {"category": category_name, "method": config.method, "label": config.label,
-            "mode": config.mode, "checkpoint": str(checkpoint), **result}
+            "mode": config.mode, "checkpoint": str(checkpoint), **result, "config": dataclasses.asdict(config)}
 
 
 def cmd_train(args) -> None:
@@ -117,6 +118,8 @@ def _finished(metrics: Path, config) -> bool:
     if result is not None:
         ours = {"category": config.name, "method": config.method, "label": config.label, "mode": config.mode}
         other = {k: result[k] for k in ours if result[k] != ours[k]}
+        then = result.get("config") or {}
+        other.update({k: then[k] for k, v in dataclasses.asdict(config).items() if k in then and then[k] != v})
         if not other:
             return True
         why = f"{metrics} belongs to another setting ({other})"
@@ -268,7 +271,7 @@ def error_message(error: BaseException) -> str:
     from .train import ResumeError
 
     if isinstance(error, ResumeError):
-        text = f"{error.problem}; or run again with --restart to start afresh (the checkpoint is discarded)"
+        text = f"{error.problem}; or run again with --restart to start afresh (replacing what the folder holds)"
     else:
         text = str(error) or type(error).__name__
     return " ".join(text.split())

@@ -98,6 +98,14 @@ def test_reproduce_is_resumable_and_writes_tables(trained, tmp_path, capsys):
     assert f"{metrics} is unreadable or half written" in out and "redoing this run" in out
     assert json.loads(metrics.read_text())["image_auroc"] == json.loads(complete)["image_auroc"]
 
+    # Another setting in the same folder is not "done": its run is redone (here: refused, as
+    # its checkpoint is of other settings), never mixed with the earlier one.
+    assert main([*argv[:-2], "--epochs", "2", "--output", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "belongs to another setting ({'epochs': 1})" in captured.out
+    assert "epochs (checkpoint 1, now 2)" in captured.err and "--restart" in captured.err
+    (metrics.parent / "error.json").unlink()
+
     # A sweep survives one bad run: recorded, the others go on, non-zero exit at the end.
     sweep = argv[:3] + ["--categories", "texture_nosuch", "texture_grass"] + argv[5:]
     assert main(sweep) == 1
