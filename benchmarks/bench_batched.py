@@ -1,7 +1,7 @@
 """Batched synthesis speed (:mod:`nsa_tutorial.batched`) next to the per-core CPU path (prints numbers).
 
     python benchmarks/bench_batched.py [--batch 64] [--repeats 3] [--cpu-samples 100]
-                                       [--json benchmarks/results/batched.json]
+                                       [--overwrite] [--json benchmarks/results/batched.json]
 
 Settings as ``bench_synthesis.py``: ``bottle`` at 224x224 (photographs, background
 constraints, source gradients) and ``carpet`` at 256x256 (textures, mixed gradients).
@@ -28,6 +28,7 @@ from bench_synthesis import PHOTOS, TEXTURES, bench, images, pairs_of
 from nsa_tutorial.batched import make_anomaly_batch
 from nsa_tutorial.config import get_config
 from nsa_tutorial.evaluate import provenance, write_json
+from nsa_tutorial.files import check_output
 from nsa_tutorial.model import build_model
 
 SETTINGS = (("bottle", PHOTOS, 224), ("carpet", TEXTURES, 256))
@@ -123,13 +124,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed batches per CPU setting (x3 on CUDA)")
     parser.add_argument("--cpu-samples", type=int, default=100, help="samples for the per-core CPU path")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args()
+    if args.json:  # refused now, not after the measurements
+        check_output(args.json, overwrite=args.overwrite)
     runs = []
     for name, photos, size in SETTINGS:
         runs.append(run(name, photos, size, args))
         report(runs[-1])
     if args.json:
-        write_json({**provenance(), "runs": runs}, args.json)  # commit, machine, GPU, date
+        write_json({**provenance(), "runs": runs}, args.json, overwrite=args.overwrite)  # commit, machine, GPU, date
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Synthesis speed on one CPU core: NSA samples per second (prints numbers; not a timed test).
 
-    python benchmarks/bench_synthesis.py [--samples 200] [--rounds 5] [--json benchmarks/results/synthesis-cpu.json]
+    python benchmarks/bench_synthesis.py [--samples 200] [--rounds 5] [--overwrite] [--json benchmarks/results/synthesis-cpu.json]
 
 Settings: the paper's ``bottle`` (object, 224x224, source gradients, background
 constraints) and ``carpet`` (texture, 256x256, mixed gradients) configurations,
@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from nsa_tutorial.config import get_config
 from nsa_tutorial.evaluate import provenance, write_json
+from nsa_tutorial.files import check_output
 from nsa_tutorial.synthesis import make_anomaly
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
@@ -90,7 +91,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="samples per round and setting")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args()
+    if args.json:  # refused now, not after the measurements
+        check_output(args.json, overwrite=args.overwrite)
     pinned = pin_to_one_core()
     settings = [(get_config("bottle"), images(PHOTOS, 224)), (get_config("carpet"), images(TEXTURES, 256))]
     rounds = {}
@@ -117,7 +121,7 @@ def main() -> None:
               f"[{ms[0]:.2f}-{ms[-1]:.2f}] ({run['samples_per_s']:5.0f}/s), {run['patches_per_sample']:.2f} patches, "
               f"{100 * run['skipped_patch_rate']:.1f}% skipped, {100 * run['normal_sample_rate']:.1f}% normal{note}")
     if args.json:
-        write_json({**provenance(), "pinned": pinned, "runs": runs}, args.json)  # commit, machine, GPU, date
+        write_json({**provenance(), "pinned": pinned, "runs": runs}, args.json, overwrite=args.overwrite)  # commit, machine, GPU, date
 
 
 if __name__ == "__main__":

@@ -8,47 +8,81 @@
 
 ``--data-root`` is a folder in MVTec AD layout or the name of an embedded dataset
 (``elpv``: solar cells, categories mono/poly; ``textures``: brick/grass/gravel with
-made-up defects).  Every command resumes where an interrupted run stopped.
+made-up defects).  Every command resumes where an interrupted run stopped, and only the
+same run: a checkpoint of other settings, seed, package version or data is refused unless
+``--restart``.  Results are written atomically and never replace an input or, without
+``--overwrite``, an existing file.  Mistakes are reported in one line with exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import pickle
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import LABELS, METHODS, MODES, MVTEC_CLASSES, default_mode, get_config
+from .files import check_output, plain_name
+
+#: Numeric options and their ranges (inclusive; None: unbounded), checked when parsed.
+RANGES = {"--epochs": (1, None), "--batch-size": (1, None), "--workers": (0, None),
+          "--seed": (0, 2**32 - 1), "--seeds": (0, 2**32 - 1),
+          "--checkpoint-every": (0.0, None), "--calibration": (0.0, 0.9), "--pixel-threshold": (0.0, 1.0)}
 
 
-def _config(args):
-    overrides = {"epochs": args.epochs} if args.epochs else {}
-    if args.batch_size:
-        overrides["batch_size"] = args.batch_size
-    return get_config(args.category, method=args.method, label=args.label, variant=args.variant,
+class SweepFailed(RuntimeError):
+    """Some runs of ``reproduce`` failed; each one's error is recorded in its run folder."""
+
+
+def _config(args, category: str):
+    overrides = {key: getattr(args, key) for key in ("epochs", "batch_size") if getattr(args, key) is not None}
+    return get_config(category, method=args.method, label=args.label, variant=args.variant,
                       mode=args.mode or default_mode(), image_size=args.image_size, **overrides)
 
 
+def _category_folder(data_root: str, name: str) -> Path:
+    from .data import resolve_data_root
+
+    return resolve_data_root(data_root) / name
+
+
+def _refuse_inside_data(path: Path, data_root: str, name: str) -> None:
+    """Outputs never go into the dataset: everything there is an input."""
+    folder = _category_folder(data_root, name)
+    if folder.is_dir() and Path(path).expanduser().resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"--output {path} lies inside the data folder {folder}; write results elsewhere")
+
+
 def train_one(data_root: str, config, output: Path, seed: int = 0, device: Optional[str] = None,
-              workers: int = 0, checkpoint_every: float = 60.0, calibration: float = 0.0,
-              target_fpr: float = 0.01) -> Path:
+              workers: int = 0, restart: bool = False, checkpoint_every: float = 60.0,
+              calibration: float = 0.0, target_fpr: float = 0.01) -> Path:
     """Train ``config`` on its category under ``data_root``; returns the path of ``model.pt``.
 
-    ``calibration``: the share of normal training images held back to calibrate the threshold
-    at ``target_fpr`` (:mod:`nsa_tutorial.inference`); 0 trains on all of them (the paper).
+    The whole category is read first (:func:`nsa_tutorial.data.check_category`): a corrupt test
+    image or a wrong mask stops the run in seconds, not after training.  ``calibration``: the
+    share of normal training images held back to calibrate the threshold at ``target_fpr``
+    (:mod:`nsa_tutorial.inference`); 0 trains on all of them (the paper).
     """
-    from .data import SyntheticAnomalyDataset, load_category, resolve_data_root
+    from .data import SyntheticAnomalyDataset, check_category, load_category, resolve_data_root
     from .inference import calibrate_checkpoint, calibration_split
     from .train import train
 
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"--output {output} is a file; expected a folder for the run")
+    _refuse_inside_data(output, data_root, config.name)
     category = load_category(resolve_data_root(data_root), config.name)
+    check_category(category)
     category, held_out = calibration_split(category, calibration, seed)
     dataset = SyntheticAnomalyDataset(category, config, seed=seed)
-    train(config, dataset, output, device=device, seed=seed, num_workers=workers,
+    train(config, dataset, output, device=device, seed=seed, num_workers=workers, resume=not restart,
           checkpoint_every=checkpoint_every)
     if held_out:
-        calibrate_checkpoint(Path(output) / "model.pt", held_out, target_fpr, device)
-    return Path(output) / "model.pt"
+        calibrate_checkpoint(output / "model.pt", held_out, target_fpr, device)
+    return output / "model.pt"
 
 
 def evaluate_one(data_root: str, category_name: str, checkpoint: Path, device: Optional[str] = None) -> dict:
@@ -67,12 +101,13 @@ def evaluate_one(data_root: str, category_name: str, checkpoint: Path, device: O
                       threshold=calibration.get("image_threshold"))
     result["image_fpr_target"] = calibration.get("target_fpr")
     return {"category": category_name, "method": config.method, "label": config.label,
-            "mode": config.mode, "checkpoint": str(checkpoint), **result}
+            "mode": config.mode, "checkpoint": str(checkpoint), **result, "config": dataclasses.asdict(config)}
 
 
 def cmd_train(args) -> None:
-    path = train_one(args.data_root, _config(args), args.output, args.seed, args.device, args.workers,
-                     args.checkpoint_every, args.calibration, args.target_fpr)
+    path = train_one(args.data_root, _config(args, args.category), args.output, args.seed, args.device,
+                     args.workers, restart=args.restart, checkpoint_every=args.checkpoint_every,
+                     calibration=args.calibration, target_fpr=args.target_fpr)
     print(f"model written to {path}")
     _print_calibration(path)
 
@@ -80,8 +115,11 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     from .evaluate import write_json
 
+    rules = dict(overwrite=args.overwrite, inputs=[args.checkpoint])
+    check_output(args.output, **rules)  # before the work, not after it
+    _refuse_inside_data(args.output, args.data_root, args.category)
     result = evaluate_one(args.data_root, args.category, args.checkpoint, args.device)
-    write_json(result, args.output)
+    write_json(result, args.output, **rules)
     for key in ("image_auroc", "pixel_auroc", "au_pro"):
         value = result[key]
         print(f"{key:>12}: {'n/a (no masks)' if value is None else f'{100 * value:.1f}'}")
@@ -89,23 +127,73 @@ def cmd_evaluate(args) -> None:
     print(f"metrics written to {args.output}")
 
 
-def cmd_reproduce(args) -> None:
+def _finished(metrics: Path, config) -> bool:
+    """Whether ``metrics`` marks a finished run of ``config``: it parses, is complete and matches."""
+    from .evaluate import RESULT_FIELDS
+    from .files import read_result
+
+    result, why = read_result(metrics, RESULT_FIELDS)
+    if result is not None:
+        ours = {"category": config.name, "method": config.method, "label": config.label, "mode": config.mode}
+        other = {k: result[k] for k in ours if result[k] != ours[k]}
+        then = result.get("config") or {}
+        other.update({k: then[k] for k, v in dataclasses.asdict(config).items() if k in then and then[k] != v})
+        if not other:
+            return True
+        why = f"{metrics} belongs to another setting ({other})"
+    if why:
+        print(f"note: {why}; redoing this run")
+    return False
+
+
+def _run(args, config, run: Path, seed: int) -> None:
+    """Train and evaluate one run of a sweep; its ``metrics.json`` marks it finished."""
     from .evaluate import write_json
+
+    checkpoint = train_one(args.data_root, config, run, seed, args.device, args.workers, restart=args.restart,
+                           checkpoint_every=args.checkpoint_every)
+    result = evaluate_one(args.data_root, config.name, checkpoint, args.device)
+    write_json(result, run / "metrics.json", overwrite=True, within=args.output)
+    (run / "error.json").unlink(missing_ok=True)
+
+
+def _record_failure(args, run: Path, error: Exception) -> str:
+    from .evaluate import write_json
+
+    message = error_message(error)
+    record = {"error": message, "type": type(error).__name__,
+              "traceback": None if _is_user_error(error) else traceback.format_exc()}
+    run.mkdir(parents=True, exist_ok=True)
+    write_json(record, run / "error.json", overwrite=True, within=args.output)
+    return message
+
+
+def cmd_reproduce(args) -> None:
     from .evaluate import summarise
 
-    for name in args.categories:
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds lists a seed twice: {args.seeds}")
+    names = [plain_name(name, "each --categories entry (a category folder's name)") for name in args.categories]
+    configs = [_config(args, name) for name in names]  # every setting checked before the first run
+    failed, total = [], 0
+    for config in configs:
         for seed in args.seeds:
-            args.category = name
-            config = _config(args)
-            run = Path(args.output) / _setting(config) / name / f"seed{seed}"
-            metrics = run / "metrics.json"
-            if metrics.exists():
-                print(f"{name} seed {seed}: done earlier ({metrics})")
+            run, total = Path(args.output) / _setting(config) / config.name / f"seed{seed}", total + 1
+            if _finished(run / "metrics.json", config):
+                print(f"{config.name} seed {seed}: done earlier ({run / 'metrics.json'})")
                 continue
-            checkpoint = train_one(args.data_root, config, run, seed, args.device, args.workers,
-                                   args.checkpoint_every)
-            write_json(evaluate_one(args.data_root, name, checkpoint, args.device), metrics)
+            try:
+                _run(args, config, run, seed)
+            except Exception as error:  # recorded; the sweep goes on (KeyboardInterrupt stops it)
+                message = _record_failure(args, run, error)
+                print(f"{config.name} seed {seed}: FAILED: {message} (recorded in {run / 'error.json'})",
+                      file=sys.stderr)
+                failed.append(f"{config.name} seed {seed}")
     print(summarise(Path(args.output)))
+    if failed:
+        raise SweepFailed(f"{len(failed)} of {total} runs failed ({', '.join(failed)}); each error is in its "
+                          "run folder's error.json and in results.json; run the same command again to "
+                          "retry only the failed and missing runs")
 
 
 def _setting(config) -> str:
@@ -114,21 +202,77 @@ def _setting(config) -> str:
     return name if config.variant is None else f"{name}_{config.variant}"
 
 
+def _int_option(name: str):
+    """argparse type for the integer option ``name`` with the range in :data:`RANGES`."""
+    low, high = RANGES[name]
+    expected = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _float_option(name: str):
+    """argparse type for the number option ``name`` with the range in :data:`RANGES`."""
+    low, high = RANGES[name]
+    expected = f"a number >= {low:g}" if high is None else f"a number in [{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= (float("inf") if high is None else high):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _image_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 32 or value % 32:
+        raise argparse.ArgumentTypeError(f"expected a positive multiple of 32 (the encoder's stride), got {text!r}")
+    return value
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", required=True, help="MVTec-layout folder, or 'elpv' / 'textures'")
     p.add_argument("--method", default="nsa", choices=METHODS)
     p.add_argument("--label", default="logistic", choices=LABELS, help="NSA label type (eq. 13-14)")
     p.add_argument("--variant", default=None, choices=["A", "B", "C", "D"], help="Table 7 ablation")
     p.add_argument("--mode", default=None, choices=MODES, help="default: full on CUDA, quick otherwise")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=None, help="model input size, a multiple of 32")
+    p.add_argument("--epochs", type=_int_option("--epochs"), default=None, help="integer >= 1")
+    p.add_argument("--batch-size", type=_int_option("--batch-size"), default=None, help="integer >= 1")
+    p.add_argument("--image-size", type=_image_size, default=None, help="model input size, a multiple of 32")
     p.add_argument("--device", default=None, help="cuda, cpu, mps ... (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
-                   help="at most one checkpoint per SECONDS (0: every epoch); always after the last "
-                        "epoch and on Ctrl-C/SIGTERM (default: 60)")
+    p.add_argument("--workers", type=_int_option("--workers"), default=0,
+                   help="DataLoader worker processes (integer >= 0)")
+    p.add_argument("--restart", action="store_true",
+                   help="start afresh instead of resuming from the checkpoint in the output folder")
+    p.add_argument("--checkpoint-every", type=_float_option("--checkpoint-every"), default=60.0,
+                   metavar="SECONDS", help="at most one checkpoint per SECONDS (0: every epoch); always "
+                   "after the last epoch and on Ctrl-C/SIGTERM (default: 60)")
     p.add_argument("--output", type=Path, required=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (exit code 2), pointing to ``--help``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _percent(text: str) -> float:
@@ -192,10 +336,10 @@ def _add_use_commands(sub) -> None:
     p.add_argument("--threshold", default=None,
                    help="image-score threshold (0-1) or a false-positive rate, e.g. fpr=0.5%%; "
                         "default: the calibrated one")
-    p.add_argument("--pixel-threshold", type=float, default=None,
+    p.add_argument("--pixel-threshold", type=_float_option("--pixel-threshold"), default=None,
                    help="threshold of the masks; default: calibrated (or --threshold)")
     p.add_argument("--device", default=None)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=_int_option("--batch-size"), default=16)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("export", help="write a trained model as an ONNX file (normalisation and metadata inside)")
     p.add_argument("--checkpoint", type=Path, required=True)
@@ -205,15 +349,16 @@ def _add_use_commands(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nsa-tutorial", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="nsa-tutorial", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a model on the normal images of one category")
     _add_run_options(p)
     p.add_argument("--category", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--calibration", type=float, default=0.2,
-                   help="share of the normal training images held back to calibrate the threshold (0: none)")
+    p.add_argument("--seed", type=_int_option("--seed"), default=0)
+    p.add_argument("--calibration", type=_float_option("--calibration"), default=0.2,
+                   help="share of the normal training images held back to calibrate the threshold, "
+                        "in [0, 0.9] (0: none)")
     p.add_argument("--target-fpr", type=_percent, default=0.01,
                    help="false-positive rate on normal images the threshold aims at, e.g. 1%% (default)")
     p.set_defaults(func=cmd_train)
@@ -223,27 +368,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--device", default=None)
     p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("reproduce", help="train and evaluate many categories and seeds; the paper's tables")
     _add_run_options(p)
     p.add_argument("--categories", nargs="+", default=list(MVTEC_CLASSES))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--seeds", nargs="+", type=_int_option("--seeds"), default=[0, 1, 2, 3, 4])
     p.set_defaults(func=cmd_reproduce)
     _add_use_commands(sub)
     return parser
 
 
+def _is_user_error(error: BaseException) -> bool:
+    """Errors of input, files, data or resources, which a one-line message explains."""
+    return isinstance(error, (ValueError, OSError, pickle.UnpicklingError, MemoryError)) \
+        or type(error).__name__ == "OutOfMemoryError"  # torch's CUDA out of memory
+
+
+def error_message(error: BaseException) -> str:
+    """One line for the user; train()'s remedy ``resume=False`` becomes the CLI's ``--restart``."""
+    from .train import ResumeError
+
+    if isinstance(error, ResumeError):
+        text = f"{error.problem}; or run again with --restart to start afresh (replacing what the folder holds)"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # usage errors (2) and --help (0), as a return value like every error
+        return exit.code
+    prefix = f"nsa-tutorial {args.command}"
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"nsa-tutorial {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: run the same command again to resume from the last checkpoint",
-              file=sys.stderr)
+        print("\ninterrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
+    except SweepFailed as error:
+        print(f"{prefix}: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        if not _is_user_error(error):
+            traceback.print_exc()
+            print(f"{prefix}: internal error {type(error).__name__}: this is a bug in nsa_tutorial; "
+                  "please report it with the traceback above", file=sys.stderr)
+            return 1
+        print(f"{prefix}: error: {error_message(error)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -155,7 +155,10 @@ def _validate(c: Config) -> None:
         _check(c.image_size <= c.crop <= c.resize,
                f"crop must lie between image_size and resize, got {c.crop}")
     _check(c.normalize in ("imagenet", "none"), f"normalize must be 'imagenet' or 'none', got {c.normalize!r}")
-    _check(c.epochs >= 1 and c.batch_size >= 1, "epochs and batch_size must be >= 1")
+    for field in ("epochs", "batch_size"):
+        value = getattr(c, field)
+        _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+               f"{field} must be an integer >= 1, got {value!r}")
     _check(0 < c.lr_min <= c.lr, f"need 0 < lr_min <= lr, got {c.lr_min}, {c.lr}")
 
 

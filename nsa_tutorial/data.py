@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .files import atomic_write
+
 PathLike = Union[str, Path]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -82,6 +84,33 @@ class Category:
     train: List[Path]
     test: List[TestItem]
     has_masks: bool
+
+    def train_files(self) -> List[Tuple[str, int]]:
+        """(name relative to the category folder, size in bytes) of each training image: the data's
+        fingerprint in a checkpoint (no modification times: copying the data changes them)."""
+        folder = self.root / self.name
+        return [(_relative(p, folder), p.stat().st_size) for p in self.train]
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:  # a hand-made Category with files elsewhere
+        return path.as_posix()
+
+
+def check_category(category: Category, size: int = 32) -> int:
+    """Read every test image and mask of ``category`` once, so that a corrupt image or a mask of the
+    wrong size is reported before training, not after it; returns the number of test items.
+
+    ``size``: the resolution the items are resized to (small: only reading matters here).
+    Book chapter: *Evaluation*.
+    """
+    if not category.test:
+        raise ValueError(f"{category.root / category.name}: the test split is empty")
+    for item in category.test:
+        load_test_item(item, size)
+    return len(category.test)
 
 
 # --------------------------------------------------------------------------- reading images
@@ -311,7 +340,7 @@ def _materialise(root: Path, tag: str, build: Callable[[Path], None]) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     build(partial)
-    (partial / _MARKER).write_text(tag)
+    atomic_write(partial / _MARKER, lambda tmp: tmp.write_text(tag))
     partial.rename(root)
     return root
 
@@ -504,7 +533,7 @@ def download_mvtec(dest: PathLike, url: str = MVTEC_URL, known_hash: str = MVTEC
     except Exception as error:  # network errors of any kind and checksum mismatches
         raise RuntimeError(_hand_download_message(url, dest, known_hash, error)) from error
     _extract(Path(archive), dest, progress)
-    done.write_text(known_hash)
+    atomic_write(done, lambda tmp: tmp.write_text(known_hash))
     return dest
 
 
@@ -652,6 +681,10 @@ class SyntheticAnomalyDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def files(self) -> List[Tuple[str, int]]:
+        """Names and sizes of the training files (see :meth:`Category.train_files`)."""
+        return self.category.train_files()
 
     def set_epoch(self, epoch: int) -> None:
         """Samples of epoch ``epoch`` differ from other epochs' and are reproducible."""

@@ -10,7 +10,6 @@ to the full resolution before pixel metrics; texture classes are seen whole.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -117,12 +116,17 @@ def decision_metrics(labels: np.ndarray, scores: np.ndarray, threshold: Optional
     return result
 
 
-def write_json(result: dict, path: str | Path) -> Path:
-    """Write a result dict as pretty JSON, creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    return path
+def write_json(result: dict, path: str | Path, *, overwrite: bool = False, inputs=(), within=None) -> Path:
+    """Write a result dict as pretty JSON, atomically, with the rules of :func:`nsa_tutorial.files.check_output`
+    (an existing file is replaced only with ``overwrite=True``)."""
+    from .files import write_json as _write
+
+    return _write(path, result, overwrite=overwrite, inputs=inputs, within=within)
+
+
+#: The fields every ``metrics.json`` of a finished run holds; one without them is not finished.
+RESULT_FIELDS = ("category", "method", "label", "mode", "image_auroc", "pixel_auroc", "au_pro",
+                 "n_normal", "n_anomalous", "resolution")
 
 
 METRICS = ("image_auroc", "pixel_auroc", "au_pro")
@@ -165,16 +169,15 @@ def summarise(output: str | Path) -> str:
     from .paper_results import MVTEC, results_table
 
     output = Path(output)
-    runs: dict = {}
-    for path in sorted(output.glob("*/*/seed*/metrics.json")):
-        runs.setdefault(path.parts[-4], {}).setdefault(path.parts[-3], []).append(json.loads(path.read_text()))
+    runs, failed = _collect_runs(output)
     summary = {
         setting: {name: {m: dict(zip(("mean", "se"), mean_and_se([r[m] for r in results])),
                                  seeds=len(results))
                          for m in METRICS if all(r.get(m) is not None for r in results)}
                   for name, results in categories.items()}
         for setting, categories in runs.items()}
-    write_json({**summary, "provenance": provenance()}, output / "results.json")
+    write_json({**summary, "failed": failed, "provenance": provenance()}, output / "results.json",
+               overwrite=True, within=output)
     parts = []
     for setting, categories in summary.items():
         method = setting  # nsa_logistic, cutpaste, fpi, ...: the paper's column of the same name
@@ -187,6 +190,33 @@ def summarise(output: str | Path) -> str:
                 rows = [f"| {n} | {100 * v[metric]:.1f} |" for n, v in means.items() if metric in v]
                 parts.append("\n".join(["| class | ours |", "|---|---:|", *rows]) if rows else "(no values)")
             parts.append("")
+    if failed:
+        parts += ["### failed runs\n", *(f"- {f['setting']}/{f['category']}/{f['seed']}: {f['error']}"
+                                        for f in failed), ""]
     markdown = "\n".join(parts)
-    (output / "tables.md").write_text(markdown + "\n")
+    from .files import write_text
+
+    write_text(output / "tables.md", markdown + "\n", overwrite=True, within=output)
     return markdown
+
+
+def _collect_runs(output: Path) -> tuple[dict, list]:
+    """Finished runs ``{setting: {category: [metrics, ...]}}`` and failed ones (their ``error.json``).
+
+    A ``metrics.json`` that does not parse or lacks fields is left out, with a note naming it.
+    """
+    from .files import read_result
+
+    runs: dict = {}
+    for path in sorted(output.glob("*/*/seed*/metrics.json")):
+        result, why = read_result(path, ("image_auroc", "pixel_auroc", "au_pro"))
+        if result is None:
+            print(f"note: {why}; left out of the summary")
+            continue
+        runs.setdefault(path.parts[-4], {}).setdefault(path.parts[-3], []).append(result)
+    failed = []
+    for path in sorted(output.glob("*/*/seed*/error.json")):
+        record, why = read_result(path, ("error",))
+        failed.append({"setting": path.parts[-4], "category": path.parts[-3], "seed": path.parts[-2],
+                       "error": record["error"] if record else why})
+    return runs, failed

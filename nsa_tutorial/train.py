@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import signal
 import sys
@@ -34,6 +33,7 @@ from tqdm import tqdm
 
 from nsa_tutorial import __version__
 from nsa_tutorial.config import Config
+from nsa_tutorial.files import atomic_write, remove_temporaries
 from nsa_tutorial.model import NSAModel, build_model
 
 FORMAT = "nsa-tutorial-model"
@@ -57,6 +57,18 @@ class _Parts(NamedTuple):
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     amp_dtype: Optional[torch.dtype]  # None: full float32
+    identity: Optional[dict] = None  # what determines the run (see run_identity); saved in checkpoints
+
+
+class ResumeError(ValueError):
+    """A checkpoint that cannot be continued. ``problem`` says why; the message adds the remedy.
+
+    The command line replaces the remedy by its own (``--restart``).
+    """
+
+    def __init__(self, problem: str, remedy: str = "pass resume=False to start afresh") -> None:
+        super().__init__(f"{problem}; {remedy}")
+        self.problem = problem
 
 
 def pick_device(requested: Union[str, torch.device, None] = None) -> torch.device:
@@ -135,11 +147,9 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
     device = pick_device(device)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    parts = _prepare(config, device, seed)
-    start, history = 0, {key: [] for key in HISTORY_KEYS}
-    if resume and (output_dir / "checkpoint.pt").exists():
-        start, history = _load_checkpoint(output_dir / "checkpoint.pt", parts, config)
-        print(f"Resumed from epoch {start} of {config.epochs} ({output_dir / 'checkpoint.pt'}).")
+    parts = _prepare(config, device, seed)._replace(
+        identity=run_identity(config, train_set, seed, max_steps_per_epoch))
+    start, history = _resume_point(output_dir, parts, config, resume)
     on_device = _synthesis_on_device(config, train_set, device, synthesis_on_device)
     synthesis_generator = torch.Generator()
     prepare = partial(_synthesise, config=config, device=device, generator=synthesis_generator)
@@ -176,7 +186,7 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
         del loader  # its persistent workers end now, not when a kept traceback is freed
         if on_device:
             train_set.pairs_only = False
-    _atomic_write(output_dir / "model.pt", lambda tmp: torch.save(_model_file(parts, config, history), tmp))
+    atomic_write(output_dir / "model.pt", lambda tmp: torch.save(_model_file(parts, config, history), tmp))
     return history
 
 
@@ -395,16 +405,6 @@ def _summary(history: dict) -> str:
             f"{100 * history['normal_fraction'][-1]:.1f}% samples without anomaly")
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temporary file and ``os.replace``: an interruption leaves the old file intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _rng_states() -> dict:
     keys_name, keys, pos, has_gauss, cached = np.random.get_state()
     states = {"torch": torch.get_rng_state(), "python": random.getstate(),
@@ -428,21 +428,21 @@ def _save_checkpoint(output_dir: Path, parts: _Parts, config: Config, epoch: int
     state = {"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, "epoch": epoch,
              "config": dataclasses.asdict(config), "model": parts.model.state_dict(),
              "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
-             "scaler": parts.scaler.state_dict(), "rng": _rng_states(), "history": history}
-    _atomic_write(output_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
-    _atomic_write(output_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
+             "scaler": parts.scaler.state_dict(), "rng": _rng_states(), "history": history,
+             "identity": parts.identity}
+    atomic_write(output_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
+    atomic_write(output_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
 
 
 def _load_checkpoint(path: Path, parts: _Parts, config: Config) -> tuple[int, dict]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _torch_load(path, "checkpoint", ResumeError)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT \
             or state.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path} is not a version-{FORMAT_VERSION} {CHECKPOINT_FORMAT} file; "
-                         "delete it or pass resume=False to start afresh")
-    if state["config"] != dataclasses.asdict(config):
-        changed = sorted(k for k, v in dataclasses.asdict(config).items() if state["config"].get(k) != v)
-        raise ValueError(f"{path} belongs to a run with another config (fields {changed} differ); "
-                         "use another output_dir or pass resume=False to start afresh")
+        raise ResumeError(f"{path} is not a version-{FORMAT_VERSION} {CHECKPOINT_FORMAT} file")
+    differences = identity_differences(state.get("identity"), parts.identity)
+    if differences:
+        raise ResumeError(f"{path} belongs to another run; what differs: {'; '.join(differences)}. "
+                          "Resume with the same settings and data, or use another output folder")
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
@@ -450,6 +450,82 @@ def _load_checkpoint(path: Path, parts: _Parts, config: Config) -> tuple[int, di
         parts.scaler.load_state_dict(state["scaler"])
     _set_rng_states(state["rng"])
     return state["epoch"], state["history"]
+
+
+def _resume_point(output_dir: Path, parts: _Parts, config: Config, resume: bool) -> tuple[int, dict]:
+    """(first epoch, history so far): from ``checkpoint.pt`` if resuming, else a fresh start.
+
+    Clears temporary files of writes that a kill interrupted.  Refuses to train afresh over
+    the results of a run it cannot continue (``model.pt`` without ``checkpoint.pt``).
+    """
+    remove_temporaries(output_dir)
+    checkpoint = output_dir / "checkpoint.pt"
+    if resume and checkpoint.exists():
+        start, history = _load_checkpoint(checkpoint, parts, config)
+        print(f"Resumed from epoch {start} of {config.epochs} ({checkpoint}).")
+        return start, history
+    results = [name for name in ("model.pt", "history.json") if (output_dir / name).exists()]
+    if resume and results:
+        raise ResumeError(f"{output_dir} holds {' and '.join(results)} of a run but no checkpoint.pt to "
+                          "continue it; use another output folder, or replace that run",
+                          remedy="pass resume=False to train afresh over it")
+    return 0, {key: [] for key in HISTORY_KEYS}
+
+
+def data_fingerprint(train_set: Dataset) -> dict:
+    """The training data's identity: its size, and the names and sizes of its files if the dataset
+    reports them (``train_set.files()``, as :class:`nsa_tutorial.data.SyntheticAnomalyDataset`).
+    Modification times are left out: a copy of the data changes them, not the data."""
+    files = train_set.files() if callable(getattr(train_set, "files", None)) else None
+    return {"samples": len(train_set), "files": None if files is None else [[n, int(s)] for n, s in files]}
+
+
+def run_identity(config: Config, train_set: Dataset, seed: int, max_steps: Optional[int]) -> dict:
+    """Everything that determines a run's weights, recorded in its checkpoints: a resume with any
+    of it changed would be neither run.  Book chapter: *Training*."""
+    return {"config": dataclasses.asdict(config), "seed": seed, "package_version": __version__,
+            "max_steps_per_epoch": max_steps, "data": data_fingerprint(train_set)}
+
+
+def identity_differences(saved: Optional[dict], now: dict) -> list[str]:
+    """What differs between a checkpoint's :func:`run_identity` and this call's, in words."""
+    if not isinstance(saved, dict):
+        return ["the checkpoint records no seed, package version or data (written by an older "
+                "nsa_tutorial), so it cannot be shown to be this run"]
+    out = []
+    config_then, config_now = saved.get("config") or {}, now["config"]
+    changed = sorted(k for k in config_now if config_then.get(k) != config_now[k])
+    if changed:
+        out.append("config fields " + ", ".join(f"{k} (checkpoint {config_then.get(k)!r}, now {config_now[k]!r})"
+                                                for k in changed))
+    for key in ("seed", "package_version", "max_steps_per_epoch"):
+        if saved.get(key) != now[key]:
+            out.append(f"{key} (checkpoint {saved.get(key)!r}, now {now[key]!r})")
+    data_then, data_now = saved.get("data") or {}, now["data"]
+    if data_then.get("samples") != data_now["samples"]:
+        out.append(f"number of training samples (checkpoint {data_then.get('samples')}, now {data_now['samples']})")
+    elif data_then.get("files") != data_now["files"]:
+        then, current = dict(map(tuple, data_then.get("files") or [])), dict(map(tuple, data_now["files"] or []))
+        changed = sorted(n for n in then.keys() | current.keys() if then.get(n) != current.get(n))
+        out.append(f"training files ({len(changed)} added, removed or of another size, e.g. {changed[:3]})")
+    return out
+
+
+def _torch_load(path: Path, what: str, error: type = ValueError):
+    """``torch.load(path, weights_only=True)``, with errors that name the file and a remedy.
+
+    A file that needs unsafe unpickling is refused, never loaded (it may run code).
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise error(f"{path} is not a readable {what}: not a torch file of tensors and plain data (another "
+                    "format, or Python objects that could run code, which are never loaded)") from err
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        raise error(f"{path} is not a readable {what} (truncated, corrupt or not a torch file: "
+                    f"{type(err).__name__})") from err
 
 
 def _model_file(parts: _Parts, config: Config, history: dict) -> dict:
@@ -466,10 +542,7 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}; train() writes output_dir/model.pt")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable torch file ({err})") from err
+    data = _torch_load(path, "model file")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path} is not an NSA model file: expected format {FORMAT!r}, found {found!r}")

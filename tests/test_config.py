@@ -209,3 +209,9 @@ def test_partial_background_constraints_on_unconstrained_class():
 def test_bad_class_names(name):
     with pytest.raises(ValueError, match="class name must be a non-empty string"):
         get_config(name)
+
+
+@pytest.mark.parametrize("field", ["epochs", "batch_size"])
+def test_config_names_the_field_that_is_out_of_range(field):
+    with pytest.raises(ValueError, match=f"^{field} must be an integer >= 1, got 0$"):
+        get_config("bottle", **{field: 0})

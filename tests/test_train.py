@@ -243,7 +243,7 @@ def test_load_model_rejects_foreign_files(tmp_path, content, message):
 def test_load_model_rejects_a_non_torch_file(tmp_path):
     path = tmp_path / "model.pt"
     path.write_text("not a model")
-    with pytest.raises(ValueError, match="not a readable torch file"):
+    with pytest.raises(ValueError, match="not a readable model file"):
         load_model(path)
 
 
@@ -386,3 +386,113 @@ def test_gpu_path_runs_on_the_cpu(tmp_path, monkeypatch):
     assert all(label.dtype == torch.float32 and 0 <= label.min() and label.max() <= 1 for label in labels)
     assert any(label.max() > 0 for label in labels)  # anomalies were made
     assert all(np.isfinite(history["loss"])) and all(0 <= f <= 1 for f in history["normal_fraction"])
+
+
+class FileDataset(SquareDataset):
+    """A SquareDataset that reports training files, as SyntheticAnomalyDataset does."""
+
+    def __init__(self, files=(("train/good/a.png", 100), ("train/good/b.png", 200)), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._files = list(files)
+
+    def files(self):
+        return self._files
+
+
+@pytest.fixture
+def one_epoch(tmp_path):
+    """A run folder holding the checkpoint of epoch 1 of 2 (seed 0, FileDataset)."""
+    quiet_train(CONFIG, FileDataset(), tmp_path, epochs=1)
+    return tmp_path
+
+
+@pytest.mark.parametrize("change, differs", [
+    (dict(seed=1), "seed (checkpoint 0, now 1)"),
+    (dict(dataset=FileDataset(files=[("train/good/a.png", 100), ("train/good/b.png", 201)])),
+     "training files (1 added, removed or of another size, e.g. ['train/good/b.png'])"),
+    (dict(dataset=FileDataset(files=[("train/good/a.png", 100), ("train/good/c.png", 200)])),
+     "training files (2 added"),
+    (dict(dataset=SquareDataset(n=6)), "number of training samples (checkpoint 8, now 6)"),
+    (dict(max_steps_per_epoch=1), "max_steps_per_epoch (checkpoint None, now 1)"),
+    (dict(config=CONFIG.replace(lr=1e-2)), "config fields lr (checkpoint 0.001, now 0.01)"),
+])
+def test_resume_refuses_another_run_and_lists_what_differs(one_epoch, change, differs):
+    """A resume is the same run or no run: seed, data, steps and config are all checked."""
+    change = dict(change)
+    config, dataset = change.pop("config", CONFIG), change.pop("dataset", FileDataset())
+    with pytest.raises(ValueError, match="belongs to another run") as error:
+        quiet_train(config, dataset, one_epoch, **change)
+    assert differs in str(error.value) and "resume=False" in str(error.value)
+    history = quiet_train(config, dataset, one_epoch, resume=False, **change)  # the remedy works
+    assert history["epoch"] == [1, 2]
+
+
+def test_resume_refuses_a_checkpoint_of_another_package_version(one_epoch, monkeypatch):
+    monkeypatch.setattr("nsa_tutorial.train.__version__", "99.0")
+    with pytest.raises(ValueError, match=r"package_version \(checkpoint '.*', now '99.0'\)"):
+        quiet_train(CONFIG, FileDataset(), one_epoch)
+
+
+def test_data_fingerprint_ignores_modification_times(tmp_path):
+    """Names and sizes, not mtimes: a copied dataset is the same data and resumes."""
+    from nsa_tutorial.data import Category, SyntheticAnomalyDataset
+
+    src = tmp_path / "data" / "cat" / "train" / "good"
+    src.mkdir(parents=True)
+    for i in range(2):
+        (src / f"{i}.png").write_bytes(b"x" * (10 + i))
+    category = Category(root=tmp_path / "data", name="cat", train=sorted(src.iterdir()), test=[], has_masks=False)
+    assert category.train_files() == [("train/good/0.png", 10), ("train/good/1.png", 11)]
+    import os
+    os.utime(src / "0.png", (0, 0))
+    assert category.train_files() == [("train/good/0.png", 10), ("train/good/1.png", 11)]
+    assert SyntheticAnomalyDataset.files is not None
+
+
+def test_resume_refuses_an_old_checkpoint_without_identity(one_epoch):
+    state = torch.load(one_epoch / "checkpoint.pt", weights_only=True)
+    del state["identity"]
+    torch.save(state, one_epoch / "checkpoint.pt")
+    with pytest.raises(ValueError, match="records no seed"):
+        quiet_train(CONFIG, FileDataset(), one_epoch)
+
+
+def test_truncated_checkpoint_names_the_file_and_the_remedy(one_epoch):
+    checkpoint = one_epoch / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="truncated") as error:
+        quiet_train(CONFIG, FileDataset(), one_epoch)
+    assert str(checkpoint) in str(error.value) and "resume=False" in str(error.value)
+    assert "weights_only" not in str(error.value)
+
+
+def test_training_afresh_over_a_finished_model_without_checkpoint_is_refused(one_epoch):
+    quiet_train(CONFIG, FileDataset(), one_epoch)
+    (one_epoch / "checkpoint.pt").unlink()
+    before = (one_epoch / "model.pt").read_bytes()
+    with pytest.raises(ValueError, match="holds model.pt and history.json of a run but no checkpoint.pt"):
+        quiet_train(CONFIG, FileDataset(), one_epoch)
+    assert (one_epoch / "model.pt").read_bytes() == before
+
+
+def test_a_kill_leftover_temporary_file_is_cleared_on_resume(one_epoch):
+    stale = one_epoch / ".checkpoint.pt.x1y2.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    quiet_train(CONFIG, FileDataset(), one_epoch)
+    assert not stale.exists()
+
+
+def test_unsafe_pickles_are_refused_without_torchs_weights_only_advice(tmp_path):
+    import pickle
+
+    path = tmp_path / "model.pt"
+    with open(path, "wb") as f:
+        pickle.dump(EvilPayload(), f)
+    with pytest.raises(ValueError, match="never loaded") as error:
+        load_model(path)
+    assert "weights_only" not in str(error.value) and str(path) in str(error.value)
+
+
+class EvilPayload:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('code ran')",))
