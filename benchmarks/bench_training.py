@@ -101,7 +101,7 @@ class Instrument:
         wrappers = {name: self._timed(getattr(nsa_train, name), part)
                     for name, part in self.PARTS.items() if hasattr(nsa_train, name)}
         wrappers["_train_epoch"] = self._epoch(nsa_train._train_epoch)
-        wrappers["_atomic_write"] = self._write(nsa_train._atomic_write)
+        wrappers["atomic_write"] = self._write(nsa_train.atomic_write)
         for name, wrapper in wrappers.items():
             self.saved[name] = getattr(nsa_train, name)
             setattr(nsa_train, name, wrapper)

@@ -328,7 +328,7 @@ def _init_worker(worker_id: int) -> None:
 
 def _write_history(output_dir: Path, history: dict) -> None:
     """``history.json`` (small: one number per key and epoch), rewritten atomically every epoch."""
-    _atomic_write(output_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
+    atomic_write(output_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
 
 
 def _train_epoch(parts: _Parts, loader: DataLoader, loss_name: str, device: torch.device,

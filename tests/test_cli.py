@@ -126,6 +126,7 @@ def test_checkpoint_every_reaches_train_and_is_checked(trained, tmp_path, monkey
 
     calls = []
     monkeypatch.setattr(nsa_tutorial.train, "train", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr("nsa_tutorial.cli._print_calibration", lambda path: None)  # train wrote no model
     argv = ["train", "--data-root", "textures", "--category", "texture_brick", *TINY, "--calibration", "0", "--output", str(tmp_path)]
     assert main(argv + ["--checkpoint-every", "0"]) == 0
     assert main(argv) == 0
