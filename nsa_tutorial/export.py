@@ -13,7 +13,6 @@ file alone is enough to predict (``nsa-tutorial predict --checkpoint model.onnx`
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -63,6 +62,7 @@ def export_model(model: torch.nn.Module, config: Config, calibration: Optional[d
     import dataclasses
 
     from .evaluate import eval_size
+    from .files import atomic_write
 
     onnx = _needs("onnx")
     output = Path(output)
@@ -71,8 +71,7 @@ def export_model(model: torch.nn.Module, config: Config, calibration: Optional[d
     scoring = ScoringModel(copy.deepcopy(model).cpu(), config).eval()
     size = eval_size(config)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and deprecation warnings of the TorchScript exporter
             torch.onnx.export(scoring, (torch.zeros(1, size, size, 3, dtype=torch.uint8),), str(tmp),
@@ -90,9 +89,8 @@ def export_model(model: torch.nn.Module, config: Config, calibration: Optional[d
         graph.producer_name = "nsa_tutorial"
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(output, write)
     return output
 
 

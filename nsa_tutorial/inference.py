@@ -110,16 +110,13 @@ def calibrate(scorer: "Predictor", images: Sequence, target_fpr: float = DEFAULT
 
 
 def add_calibration(model_path: Union[str, Path], calibration: dict) -> None:
-    """Store ``calibration`` in ``model.pt`` (atomically: temporary file + ``os.replace``)."""
+    """Store ``calibration`` in ``model.pt`` (atomically, :func:`nsa_tutorial.files.atomic_write`)."""
+    from .files import atomic_write
+
     model_path = Path(model_path)
     data = torch.load(model_path, map_location="cpu", weights_only=True)
     data["calibration"] = calibration
-    tmp = model_path.with_name(f".{model_path.name}.calibration-{os.getpid()}.tmp")
-    try:
-        torch.save(data, tmp)
-        os.replace(tmp, model_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(model_path, lambda tmp: torch.save(data, tmp))
 
 
 def calibrate_checkpoint(model_path: Union[str, Path], images: Sequence, target_fpr: float = DEFAULT_TARGET_FPR,
