@@ -57,9 +57,10 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def remove_temporaries(folder: PathLike) -> list:
-    """Delete temporary files that :func:`atomic_write` left behind when its process was killed."""
-    stale = [p for p in Path(folder).glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+def remove_temporaries(folder: PathLike, names: Iterable[str]) -> list:
+    """Delete the temporary files that :func:`atomic_write` left behind in ``folder`` for the
+    files ``names`` when its process was killed; returns their paths."""
+    stale = [p for name in names for p in sorted(Path(folder).glob(f".{name}.*{TEMP_SUFFIX}")) if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -458,7 +458,7 @@ def _resume_point(output_dir: Path, parts: _Parts, config: Config, resume: bool)
     Clears temporary files of writes that a kill interrupted.  Refuses to train afresh over
     the results of a run it cannot continue (``model.pt`` without ``checkpoint.pt``).
     """
-    remove_temporaries(output_dir)
+    remove_temporaries(output_dir, ("checkpoint.pt", "history.json", "model.pt"))
     checkpoint = output_dir / "checkpoint.pt"
     if resume and checkpoint.exists():
         start, history = _load_checkpoint(checkpoint, parts, config)

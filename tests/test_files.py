@@ -28,8 +28,10 @@ def test_temporaries_live_in_the_target_folder_and_are_removable(tmp_path):
     assert seen[0].parent == tmp_path and seen[0].name.startswith(".x.txt.")  # same folder: rename is atomic
     stale = tmp_path / ".checkpoint.pt.abc123.tmp"  # what a killed process leaves
     stale.write_bytes(b"half")
-    assert remove_temporaries(tmp_path) == [stale]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt"]
+    someone_elses = tmp_path / ".notes.tmp"
+    someone_elses.write_text("not ours")
+    assert remove_temporaries(tmp_path, ["checkpoint.pt", "model.pt"]) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.tmp", "x.txt"]
 
 
 def test_an_existing_result_is_replaced_only_when_asked(tmp_path):
