@@ -140,6 +140,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     env = kernel_env(python)
     subprocess.run([python, "-m", "pip", "uninstall", "-q", "-y", "nsa-tutorial"], env=env, capture_output=True,
                    cwd=WORK)
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          env=env, capture_output=True, text=True, cwd=WORK).stdout.strip()
+    shutil.rmtree(Path(site) / "nsa_tutorial", ignore_errors=True)  # numba's cache files outlive pip uninstall
     before = probe(python, env)
     if before["present"]:
         print(f"the Colab-like environment must not have {before['present']} before the install cell",
