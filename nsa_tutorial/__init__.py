@@ -2,7 +2,8 @@
 
 The modules follow the book's chapters: ``poisson`` (Poisson image editing), ``patches``
 (patch sampling), ``labels``, ``synthesis`` (NSA and baselines), ``config`` (paper Table 4),
-``data``, ``model``, ``train``, ``metrics`` and ``evaluate``.
+``data``, ``model``, ``train``, ``metrics`` and ``evaluate``; ``book`` holds what the
+notebooks need outside a book build (on Colab).
 """
 
 __version__ = "0.1.0"

@@ -96,7 +96,7 @@ def run_root(default: str = "../_build/runs", use_drive: bool = True) -> Path:
 # Stated assumptions of the T4 estimate (chapter *Training*, "Full mode on a Colab T4").
 T4_ASSUMPTIONS = {
     "t4_peak_tflops_fp16": 65.0,  # NVIDIA's data sheet: tensor cores, float16
-    "utilisation": 0.15,  # share of the peak a ResNet-18 encoder-decoder step sustains (assumed)
+    "utilisation": 0.10,  # sustained share of the peak (assumed: about what ResNet-50 training with AMP reaches)
     "backward_factor": 3.0,  # a training step costs about 3 forward passes (forward + backward)
 }
 

@@ -30,7 +30,7 @@ from typing import List, Optional
 import nbformat
 import yaml
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, DeadKernelError
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "_build" / "colab-check"
@@ -115,6 +115,8 @@ def run_one(path: Path, package: Path, tag: str, timeout: int) -> Optional[str]:
                             resources={"metadata": {"path": str(content)}})
     try:
         client.execute()
+    except DeadKernelError:
+        return "the kernel died (out of memory, or killed)"
     except CellExecutionError as error:
         return re.sub(r"\x1b\[[0-9;]*m", "", str(error))[-3000:]  # without the traceback's colours
     finally:
@@ -128,13 +130,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="notebook names (e.g. 06_training)")
     parser.add_argument("--notebooks", nargs="*", type=Path, default=None, help="explicit .ipynb files")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    parser.add_argument("--keep-drive", action="store_true",
+                        help="keep the stub Drive of the last run, as a returning Colab user has it")
     args = parser.parse_args(argv)
     python = str(Path(args.python).absolute())
     notebooks = args.notebooks or [p for p in toc_notebooks() if args.only is None or p.stem in args.only]
     if not notebooks:
         print(f"no notebooks match {args.only}", file=sys.stderr)
         return 2
-    for sub in ("drive", "executed"):
+    for sub in ("executed",) if args.keep_drive else ("drive", "executed"):
         shutil.rmtree(WORK / sub, ignore_errors=True)
         (WORK / sub).mkdir(parents=True)
     env = kernel_env(python)
