@@ -138,21 +138,23 @@ def stage(src: Path) -> None:
     (src / "_config.yml").write_text(yaml.safe_dump(student_config(), sort_keys=False))
 
 
-def build() -> None:
+def build(strict: bool = True) -> None:
     src = OUT / "src"
     stage(src)
     shutil.rmtree(OUT / "_build", ignore_errors=True)
     subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(src), "--path-output", str(OUT),
-                    "--warningiserror", "--keep-going", "--all"], check=True)
+                    *(["--warningiserror"] if strict else []), "--keep-going", "--all"], check=True)
     notebooks.main(["--student", str(OUT / "notebooks")])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only check an existing student edition")
+    parser.add_argument("--allow-warnings", action="store_true",
+                        help="build even with Sphinx warnings (e.g. from a partial main build)")
     args = parser.parse_args(argv)
     if not args.check:
-        build()
+        build(strict=not args.allow_warnings)
     problems = check(OUT / "_build" / "html", OUT / "notebooks", MAIN / "html")
     for problem in problems:
         print(problem, file=sys.stderr)
