@@ -86,7 +86,7 @@ def write_kernelspec(python: str, env: dict, folder: Path) -> None:
     spec = folder / "kernels" / "nsa-colab"
     spec.mkdir(parents=True, exist_ok=True)
     (spec / "kernel.json").write_text(json.dumps({
-        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--HistoryManager.hist_file=:memory:",
                  "--IPKernelApp.exec_lines=import google.colab"],
         "display_name": "Colab-like", "language": "python", "env": env}))
 
