@@ -1,12 +1,17 @@
 # Two commands do all the set-up on a fresh machine:
 #   make book   - create .venv, install everything, build the book (every chapter executed in quick mode)
 #   make test   - create .venv, install everything, run the test suite
+# and for maintainers and instructors:
+#   make notebooks    - regenerate book/*.ipynb from the chapters' .md (tools/notebooks.py)
+#   make sync-check   - fail if a committed .ipynb is not what `make notebooks` writes
+#   make colab-check  - execute the committed .ipynb the way Colab does (tools/colab_check.py)
+#   make student      - the student edition (no solutions), after `make book`
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test book sync-check bench clean
+.PHONY: test book notebooks sync-check colab-check student bench clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +26,29 @@ book: $(STAMP)
 	NSA_MODE=quick PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . --warningiserror --keep-going --all
 	@echo "Book: $(abspath _build/html/index.html)"
 
-# The committed .ipynb files must match their MyST .md sources (Colab opens the .ipynb).
+# The chapters' .md are the source; the committed .ipynb (what Colab opens) are generated from them.
+notebooks: $(STAMP)
+	$(BIN)/python tools/notebooks.py
+
 sync-check: $(STAMP)
-	$(BIN)/jupytext --sync book/*.md >/dev/null
-	git diff --exit-code -- book/
+	$(BIN)/python tools/notebooks.py --check
+
+# A Colab-like environment: Colab's stack, without the book's tools and without this package.
+COLAB_VENV := _build/colab-venv
+COLAB_STAMP := $(COLAB_VENV)/.installed
+$(COLAB_STAMP):
+	$(PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_VENV)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1 numpy \
+	    opencv-python-headless matplotlib scikit-learn scikit-image "ipywidgets<8" ipykernel
+	touch $(COLAB_STAMP)
+
+colab-check: $(STAMP) $(COLAB_STAMP)
+	$(BIN)/python tools/colab_check.py --python $(COLAB_VENV)/bin/python
+
+# The book without solutions, from the notebooks `make book` executed (nothing runs again).
+student: $(STAMP)
+	test -d _build/jupyter_execute || $(MAKE) book
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/student.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synthesis.py

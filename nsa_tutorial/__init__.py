@@ -3,7 +3,8 @@
 The modules follow the book's chapters: ``poisson`` (Poisson image editing), ``patches``
 (patch sampling), ``labels``, ``synthesis`` (NSA and baselines), ``config`` (paper Table 4),
 ``data``, ``model``, ``train``, ``metrics``, ``evaluate``, ``inference`` (calibration and
-prediction; :func:`predict` is also ``nsa_tutorial.predict``) and ``export`` (ONNX).
+prediction; :func:`predict` is also ``nsa_tutorial.predict``) and ``export`` (ONNX);
+``book`` holds what the notebooks need outside a book build (on Colab).
 """
 
 __version__ = "0.1.0"

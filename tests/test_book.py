@@ -1,0 +1,88 @@
+"""nsa_tutorial.book: the glue shim, the Colab run folder and the T4 time."""
+
+import json
+import sys
+import types
+
+import pytest
+import torch
+
+from nsa_tutorial import book
+
+
+def test_glue_uses_myst_nb_in_a_book_build(monkeypatch):
+    calls = []
+    monkeypatch.setattr(book, "_myst_nb_glue", lambda: lambda *args, **kw: calls.append((args, kw)))
+    book.glue("x", 1.5, display=False)
+    assert calls == [(("x", 1.5), {"display": False})]
+
+
+def test_glue_without_myst_nb_prints_hidden_values_and_displays_the_others(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # import myst_nb now raises ImportError
+    assert book._myst_nb_glue() is None
+    book.glue("lr_last", 1.0000000001e-6, display=False)
+    book.glue("n", 3, display=False)
+    assert capsys.readouterr().out == "lr_last = 1e-06\nn = 3\n"
+    book.glue("shown", "some text")  # display=True: IPython's display prints the repr outside a kernel
+    assert "some text" in capsys.readouterr().out
+
+
+def fake_colab(monkeypatch, tmp_path):
+    """Put a google.colab with a drive.mount that records its mount point into sys.modules."""
+    mounted = []
+    drive = types.SimpleNamespace(mount=lambda point: (mounted.append(point),
+                                                       (tmp_path / "drive" / "MyDrive").mkdir(parents=True)))
+    colab = types.ModuleType("google.colab")
+    colab.drive = drive
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    return mounted
+
+
+def test_run_root_off_colab_is_the_default_or_nsa_run_dir(monkeypatch, tmp_path):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.delenv("NSA_RUN_DIR", raising=False)
+    assert not book.on_colab()
+    assert book.run_root("../_build/runs") == book.Path("../_build/runs")
+    monkeypatch.setenv("NSA_RUN_DIR", str(tmp_path))
+    assert book.run_root() == tmp_path
+    with pytest.raises(RuntimeError, match="Colab only"):
+        book.drive_run_root()
+
+
+def test_run_root_on_colab_mounts_drive_and_creates_the_folder(monkeypatch, tmp_path):
+    mounted = fake_colab(monkeypatch, tmp_path)
+    monkeypatch.delenv("NSA_RUN_DIR", raising=False)
+    monkeypatch.setenv("NSA_DRIVE_MOUNT", str(tmp_path / "drive"))
+    assert book.on_colab()
+    root = book.run_root()
+    assert mounted == [str(tmp_path / "drive")]
+    assert root == tmp_path / "drive" / "MyDrive" / book.DRIVE_RUN_FOLDER and root.is_dir()
+    assert book.run_root(use_drive=False) == book.Path("../_build/runs")
+    monkeypatch.setenv("NSA_RUN_DIR", str(tmp_path / "mine"))  # an explicit folder wins, no mount
+    assert book.run_root() == tmp_path / "mine" and len(mounted) == 1
+
+
+def test_t4_estimate_follows_its_assumptions(tmp_path):
+    est = book.t4_training_time(10.0, n_train=100, epochs=50, results_dir=tmp_path)
+    a = est["assumptions"]
+    expected = 50 * 100 * a["backward_factor"] * 10.0 / (a["t4_peak_tflops_fp16"] * 1e3 * a["utilisation"]) / 60
+    assert est["source"] == "estimate" and est["minutes"] == pytest.approx(expected)
+    slower = book.t4_training_time(10.0, 100, 50, assumptions={"utilisation": a["utilisation"] / 2})
+    assert slower["minutes"] == pytest.approx(2 * expected)
+    with pytest.raises(ValueError, match="positive"):
+        book.t4_training_time(10.0, 0, 50)
+
+
+def test_t4_time_prefers_a_recorded_t4_result(tmp_path):
+    (tmp_path / "a-cpu.json").write_text(json.dumps({"gpu": None, "seconds_per_epoch": 99.0}))
+    (tmp_path / "b-t4.json").write_text(json.dumps({"gpu": "Tesla T4", "seconds_per_epoch": 12.0, "n_train": 200}))
+    rec = book.t4_training_time(10.0, n_train=100, epochs=320, results_dir=tmp_path)
+    assert rec == {"minutes": pytest.approx(320 * 12.0 * 0.5 / 60), "source": "recorded", "file": "b-t4.json"}
+
+
+def test_forward_gflops_of_a_single_convolution():
+    conv = torch.nn.Conv2d(3, 8, kernel_size=3, padding=1, bias=False)
+    # 8 output channels x 16 x 16 pixels x (3 x 3 x 3) multiply-adds, 2 FLOPs each
+    assert book.forward_gflops(conv, 16) == pytest.approx(2 * 8 * 16 * 16 * 27 / 1e9)
+    assert conv.training  # mode restored
