@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make book   - create .venv, install everything, build the book (every chapter executed in quick mode)
+#                 and check the HTML for what renders badly (tools/check_render.py)
 #   make test   - create .venv, install everything, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,6 +20,7 @@ test: $(STAMP)
 
 book: $(STAMP)
 	NSA_MODE=quick PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . --warningiserror --keep-going --all
+	$(BIN)/python tools/check_render.py _build/html
 	@echo "Book: $(abspath _build/html/index.html)"
 
 # The committed .ipynb files must match their MyST .md sources (Colab opens the .ipynb).

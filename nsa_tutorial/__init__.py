@@ -8,11 +8,12 @@ The modules follow the book's chapters: ``poisson`` (Poisson image editing), ``p
 __version__ = "0.1.0"
 
 
-def check_version(book_version: str) -> str:
+def check_version(book_version: str) -> None:
     """Say clearly when the installed package and the book (or notebook) disagree.
 
     Every chapter calls this with the version it was written for; a mismatch
-    warns (the chapter may still run) instead of failing later in a confusing way.
+    warns (the chapter may still run) instead of failing later in a confusing way. It
+    returns nothing, so the chapter's cell shows no output when the versions agree.
     """
     import warnings
 
@@ -20,4 +21,3 @@ def check_version(book_version: str) -> str:
         warnings.warn(f"this notebook was written for nsa_tutorial {book_version}, but {__version__} is "
                       f"installed: install the matching version (pip install nsa-tutorial=={book_version}) "
                       "if something below fails", stacklevel=2)
-    return __version__

@@ -1,0 +1,77 @@
+"""The render check (tools/check_render.py) on small HTML snippets: each defect found, good pages pass."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "check_render", Path(__file__).resolve().parents[1] / "tools" / "check_render.py")
+check_render = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(check_render)
+page_problems, tex_problems = check_render.page_problems, check_render.tex_problems
+
+
+def _output(text: str) -> str:
+    """A myst-nb execute_result, as the HTML builder writes it."""
+    return ('<div class="cell_output docutils container"><div class="output text_plain highlight-myst-ansi '
+            f'notranslate"><div class="highlight"><pre><span></span>{text}</pre></div></div></div>')
+
+
+def test_raw_pipe_paragraph_is_found_and_a_real_table_passes():
+    broken = "<p>| label | loss |\n|---|---|\n| binary | bce |</p>"
+    good = "<table><tr><th>label</th><th>loss</th></tr><tr><td>binary</td><td>bce</td></tr></table>"
+    assert [p for p in page_problems(broken) if "raw Markdown table" in p]
+    assert page_problems(good) == []
+    assert page_problems("<p>The value |x| is small.</p>") == []  # a pipe later in the text is fine
+
+
+@pytest.mark.parametrize("tex, problem", [
+    (r"\begin{split}a &= b \\ c &= d \tag{4}\end{split}", "\\tag inside split"),
+    (r"\begin{aligned}a &= b \tag{1}\\ c\end{aligned}", "\\tag inside aligned"),
+    (r"\frac{a}{b", "unbalanced braces"),
+    (r"a}{b", "unbalanced braces"),
+    (r"\begin{cases} a \\ b \end{array}", "does not match"),
+])
+def test_tex_that_mathjax_rejects_is_found(tex, problem):
+    assert any(problem in p for p in tex_problems(tex))
+
+
+@pytest.mark.parametrize("tex", [
+    r"\mathbf{v} = \nabla g \tag{3}",
+    r"\begin{equation}v = \begin{cases} a & x \\ b & y \end{cases} \tag{4}\end{equation}",
+    r"\{x : x > 0\} \cup \{0\}",
+    r"\begin{split}a &= b \\ c &= d\end{split}",
+])
+def test_good_tex_passes(tex):
+    assert tex_problems(tex) == []
+
+
+def test_tex_is_checked_inside_the_page_math_div():
+    html = r'<div class="math notranslate nohighlight">\[\begin{split}a\\b \tag{4}\end{split}\]</div>'
+    assert any("\\tag inside split" in p for p in page_problems(html))
+    assert page_problems(r'<span class="math notranslate nohighlight">\(x_{i}\)</span>') == []
+
+
+@pytest.mark.parametrize("echo", ["0.123", "42", "'0.1.0'", "np.float64(0.97)",
+                                  "&lt;matplotlib.image.AxesImage at 0x7f3a&gt;", "Text(0.5, 1.0, 'title')"])
+def test_stray_outputs_are_found(echo):
+    assert [p for p in page_problems(_output(echo)) if "stray output" in p]
+
+
+def test_meaningful_outputs_and_printed_numbers_pass():
+    assert page_problems(_output("{'numpy': '3.1 ms', 'opencv': '2.0 ms'}")) == []
+    assert page_problems(_output("tensor([[0.5, 0.2]])")) == []
+    printed = ('<div class="output stream highlight-myst-ansi notranslate"><div class="highlight">'
+               '<pre><span></span>0.5\n</pre></div></div>')
+    assert page_problems(printed) == []  # a print() is deliberate; only execute results echo
+
+
+def test_main_reports_problems_and_exit_codes(tmp_path, capsys):
+    assert check_render.main([str(tmp_path / "missing")]) == 2
+    (tmp_path / "good.html").write_text("<p>fine</p>")
+    assert check_render.main([str(tmp_path)]) == 0
+    (tmp_path / "bad.html").write_text("<p>| a | b |</p>" + _output("3"))
+    assert check_render.main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "bad.html: raw Markdown table" in out and "bad.html: stray output" in out
