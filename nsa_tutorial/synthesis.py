@@ -95,14 +95,14 @@ def _seamless(patch: np.ndarray, image: np.ndarray, mask: np.ndarray, corner: Tu
     sizes.  Returns ``None`` where the blend fails (tiny or degenerate masks, and
     OpenCV's rare internal assertion).
     """
-    if np.count_nonzero(mask) < MIN_POISSON_PIXELS:
+    x, y, bw, bh = cv2.boundingRect(mask)
+    if np.count_nonzero(mask) < MIN_POISSON_PIXELS or min(bw, bh) < 3:  # thin: nothing to solve
         return None
     if backend == "fast":
         return clone_into(image, patch, mask, corner, mode)
     h, w = patch.shape[:2]
     wy0, wx0 = max(corner[1] - margin, 0), max(corner[0] - margin, 0)
     window = image[wy0:corner[1] + h + margin, wx0:corner[0] + w + margin]
-    x, y, bw, bh = cv2.boundingRect(mask)
     centre = (corner[0] - wx0 + x + bw // 2, corner[1] - wy0 + y + bh // 2)
     flags = cv2.MIXED_CLONE if mode == "mixed" else cv2.NORMAL_CLONE
     try:

@@ -401,3 +401,12 @@ def test_unknown_backend_raises(real_image):
     dest, src = pair(real_image)
     with pytest.raises(ValueError, match="backend must be one of .*got 'gpu'"):
         make_anomaly(dest, src, get_config("carpet"), np.random.default_rng(0), backend="gpu")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seamless_skips_thin_masks(real_image, backend):
+    """A 28 x 4 patch (small images, quick mode) leaves a 26 x 2 mask inside its frame: skipped, not an error."""
+    image = real_image("coffee", 64)
+    mask = np.zeros((4, 28), np.uint8)
+    mask[1:-1, 1:-1] = 255  # 52 pixels: enough pixels, but only 2 rows
+    assert _seamless(image[:4, :28].copy(), image, mask, (10, 10), "normal", backend) is None
