@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# MathJax 3, as the pages load it, run by the render check to typeset every formula (optional: needs node)
+MATHJAX_VERSION := 3.2.2
+MATHJAX := _build/mathjax/node_modules
 
 .PHONY: test book sync-check bench clean
 
@@ -20,7 +23,10 @@ test: $(STAMP)
 
 book: $(STAMP)
 	NSA_MODE=quick PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . --warningiserror --keep-going --all
-	$(BIN)/python tools/check_render.py _build/html
+	@test -d $(MATHJAX)/mathjax-full || (command -v npm >/dev/null && npm install --silent --no-audit --no-fund \
+		--prefix $(dir $(MATHJAX)) mathjax-full@$(MATHJAX_VERSION) >/dev/null 2>&1) \
+		|| echo "npm or its registry is not available: the render check runs without MathJax itself"
+	$(BIN)/python tools/check_render.py --mathjax $(MATHJAX) _build/html
 	@echo "Book: $(abspath _build/html/index.html)"
 
 # The committed .ipynb files must match their MyST .md sources (Colab opens the .ipynb).

@@ -75,3 +75,29 @@ def test_main_reports_problems_and_exit_codes(tmp_path, capsys):
     assert check_render.main([str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "bad.html: raw Markdown table" in out and "bad.html: stray output" in out
+
+
+def test_strip_delimiters():
+    assert check_render.strip_delimiters(r" \[x^2\] ") == "x^2"
+    assert check_render.strip_delimiters(r"\(a\)") == "a"
+    assert check_render.strip_delimiters(r"\begin{equation}a\end{equation}") == r"\begin{equation}a\end{equation}"
+
+
+def _node_modules():
+    """A folder with the mathjax-full npm package (MATHJAX_NODE_MODULES or _build/mathjax), or None."""
+    import os
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    folder = Path(os.environ.get("MATHJAX_NODE_MODULES", root / "_build" / "mathjax" / "node_modules"))
+    return folder if shutil.which("node") and (folder / "mathjax-full").is_dir() else None
+
+
+@pytest.mark.skipif(_node_modules() is None, reason="needs node and the mathjax-full npm package")
+def test_mathjax_itself_rejects_what_the_browser_would():
+    formulas = [(True, r"\begin{split}a \\ b \tag{4}\end{split}"), (True, r"x^2 \tag{1}"),
+                (False, r"\undefinedmacro{x}"), (True, r"\begin{equation}v = \begin{cases} a & b \\ c & d"
+                                                       r"\end{cases} \tag{4}\end{equation}")]
+    problems = check_render.typeset_problems(formulas, _node_modules())
+    assert len(problems) == 2
+    assert "\\tag not allowed in split" in problems[0] and "undefinedmacro" in problems[1]
