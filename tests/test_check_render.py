@@ -51,6 +51,12 @@ def test_tex_is_checked_inside_the_page_math_div():
     html = r'<div class="math notranslate nohighlight">\[\begin{split}a\\b \tag{4}\end{split}\]</div>'
     assert any("\\tag inside split" in p for p in page_problems(html))
     assert page_problems(r'<span class="math notranslate nohighlight">\(x_{i}\)</span>') == []
+    numbered = (r'<div class="math notranslate nohighlight" id="equation-auroc"><span class="eqno">(7.1)'
+                r'<a class="headerlink" href="#equation-auroc">#</a></span>\[a \tag{4}\]</div>')
+    assert page_problems(numbered) == []
+    node_modules = _node_modules()
+    if node_modules is not None:  # the equation number is not part of the formula MathJax sees
+        assert page_problems(numbered, node_modules) == []
 
 
 @pytest.mark.parametrize("echo", ["0.123", "42", "'0.1.0'", "np.float64(0.97)",

@@ -67,6 +67,8 @@ class _Collector(HTMLParser):
             kind = "output"
         elif tag == "div" and "output" in classes and "text_plain" in classes:
             kind = "text_plain"
+        elif "eqno" in classes:  # a numbered equation's "(7.1)" and its link, inside the math div
+            kind = "skip"
         if kind in ("p", "math", "output") and not self._collecting():
             self._text = []
         self._stack.append((tag, kind))
@@ -84,7 +86,7 @@ class _Collector(HTMLParser):
                 break
 
     def handle_data(self, data):
-        if self._collecting():
+        if self._collecting() and not any(k == "skip" for _, k in self._stack):
             self._text.append(data)
 
 
