@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make book   - create .venv, install everything, build the book (every chapter executed in quick mode)
+#                 and check the HTML for what renders badly (tools/check_render.py)
 #   make test   - create .venv, install everything, run the test suite
 # and for maintainers and instructors:
 #   make notebooks    - regenerate book/*.ipynb from the chapters' .md (tools/notebooks.py)
@@ -10,6 +11,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# MathJax 3, as the pages load it, run by the render check to typeset every formula (optional: needs node)
+MATHJAX_VERSION := 3.2.2
+MATHJAX := _build/mathjax/node_modules
 
 .PHONY: test book notebooks sync-check colab-check student bench clean
 
@@ -24,6 +28,10 @@ test: $(STAMP)
 
 book: $(STAMP)
 	NSA_MODE=quick PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . --warningiserror --keep-going --all
+	@test -d $(MATHJAX)/mathjax-full || (command -v npm >/dev/null && npm install --silent --no-audit --no-fund \
+		--prefix $(dir $(MATHJAX)) mathjax-full@$(MATHJAX_VERSION) >/dev/null 2>&1) \
+		|| echo "npm or its registry is not available: the render check runs without MathJax itself"
+	$(BIN)/python tools/check_render.py --mathjax $(MATHJAX) _build/html
 	@echo "Book: $(abspath _build/html/index.html)"
 
 # The chapters' .md are the source; the committed .ipynb (what Colab opens) are generated from them.

@@ -2,19 +2,18 @@
 
 The modules follow the book's chapters: ``poisson`` (Poisson image editing), ``patches``
 (patch sampling), ``labels``, ``synthesis`` (NSA and baselines), ``config`` (paper Table 4),
-``data``, ``model``, ``train``, ``metrics``, ``evaluate``, ``inference`` (calibration and
-prediction; :func:`predict` is also ``nsa_tutorial.predict``) and ``export`` (ONNX);
-``book`` holds what the notebooks need outside a book build (on Colab).
+``data``, ``model``, ``train``, ``metrics`` and ``evaluate``.
 """
 
 __version__ = "0.1.0"
 
 
-def check_version(book_version: str) -> str:
+def check_version(book_version: str) -> None:
     """Say clearly when the installed package and the book (or notebook) disagree.
 
     Every chapter calls this with the version it was written for; a mismatch
-    warns (the chapter may still run) instead of failing later in a confusing way.
+    warns (the chapter may still run) instead of failing later in a confusing way. It
+    returns nothing, so the chapter's cell shows no output when the versions agree.
     """
     import warnings
 
@@ -22,7 +21,6 @@ def check_version(book_version: str) -> str:
         warnings.warn(f"this notebook was written for nsa_tutorial {book_version}, but {__version__} is "
                       f"installed: install the matching version (pip install nsa-tutorial=={book_version}) "
                       "if something below fails", stacklevel=2)
-    return __version__
 
 
 def __getattr__(name: str):

@@ -27,12 +27,16 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
 
 
 def show_grid(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = None, ncols: Optional[int] = None,
-              size: float = 2.4, cmap: str = "gray", vmax: Optional[float] = None, suptitle: Optional[str] = None):
+              size: float = 2.4, cmap: str = "gray", vmax: Optional[float] = None, suptitle: Optional[str] = None,
+              colorbar: Optional[str] = None):
     """Show images in a grid (no axes). Returns the figure.
 
     Grey uint8 images are shown on 0-255; other 2-D arrays (labels, maps) with
-    ``cmap`` on ``[0, vmax]`` (default: their own maximum).
+    ``cmap`` on ``[0, vmax]`` (default: their own maximum).  ``colorbar`` (its label)
+    adds one colour bar for those arrays; it needs a common ``vmax``.
     """
+    if colorbar is not None and vmax is None:
+        raise ValueError("a colour bar needs a common scale: pass vmax together with colorbar")
     import matplotlib.pyplot as plt
 
     n = len(images)
@@ -53,6 +57,36 @@ def show_grid(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = No
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
+    if colorbar is not None:
+        add_colorbar(fig, vmax, cmap, colorbar)
+    return fig
+
+
+def add_colorbar(fig, vmax: float, cmap: str = "jet", label: str = "anomaly score", vmin: float = 0.0):
+    """One colour bar beside all panels of ``fig`` for values drawn with ``cmap`` on ``[vmin, vmax]``.
+
+    Use it with :func:`overlay_heatmap` (same ``cmap`` and ``vmax``), whose RGB pictures carry no scale.
+    Returns the colour bar.  Book chapters: *Labels*, *Evaluation*.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    scale = ScalarMappable(Normalize(vmin, vmax), cmap)
+    return fig.colorbar(scale, ax=fig.axes, shrink=0.8, fraction=0.03, pad=0.02, label=label)
+
+
+def show_heatmaps(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], titles: Sequence[str],
+                  vmax: float, ncols: int = 4, size: float = 2.6):
+    """Each image next to its anomaly map (an overlay on one colour scale, ``[0, vmax]``), with a colour bar.
+
+    Book chapter: *Evaluation*.  ``ncols`` counts panels, two per image.  Returns the figure.
+    """
+    panels, names = [], []
+    for image, heat, title in zip(images, maps, titles):
+        panels += [image, overlay_heatmap(image, heat, vmax=vmax)]
+        names += [title, "anomaly map"]
+    fig = show_grid(panels, names, ncols=ncols, size=size)
+    add_colorbar(fig, vmax, label="anomaly score")
     return fig
 
 

@@ -410,3 +410,4 @@ def test_unknown_backend_raises(real_image):
     dest, src = pair(real_image)
     with pytest.raises(ValueError, match="backend must be one of .*got 'gpu'"):
         make_anomaly(dest, src, get_config("carpet"), np.random.default_rng(0), backend="gpu")
+

@@ -120,6 +120,17 @@ class Converter:
                 text += self._exercise(m.group(2), lines[i + 1:end], ctx)
                 i = end + 1
                 continue
+            box = re.match(r"^(:{3,})\{admonition\}\s*(.*)$", line)
+            if box:  # a titled box: its title in bold, then its text
+                end = next(j for j in range(i + 1, len(lines)) if lines[j] == box.group(1))
+                body = [b for b in lines[i + 1:end] if not re.match(r"^:[\w-]+:", b)]
+                text += [f"**{box.group(2)}**", "", *body]
+                i = end + 1
+                continue
+            if line.startswith("```{nb-exec-table}"):  # execution times exist only in a built book
+                text.append("*(The table of each page's run time is in the rendered book.)*")
+                i = lines.index("```", i + 1) + 1
+                continue
             directive = re.match(r"^(`{3,}|:{3,})\{([\w-]+)\}", line)
             if directive:
                 raise ValueError(f"unknown directive {{{directive.group(2)}}} in {ctx['file']}")
