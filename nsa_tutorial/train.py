@@ -464,9 +464,10 @@ def _resume_point(output_dir: Path, parts: _Parts, config: Config, resume: bool)
         start, history = _load_checkpoint(checkpoint, parts, config)
         print(f"Resumed from epoch {start} of {config.epochs} ({checkpoint}).")
         return start, history
-    results = [name for name in ("model.pt", "history.json") if (output_dir / name).exists()]
-    if resume and results:
-        raise ResumeError(f"{output_dir} holds {' and '.join(results)} of a run but no checkpoint.pt to "
+    # history.json alone is a run killed before its first checkpoint (it is rewritten every
+    # epoch, checkpoints only every checkpoint_every seconds): nothing to keep, start afresh.
+    if resume and (output_dir / "model.pt").exists():
+        raise ResumeError(f"{output_dir} holds the model.pt of a run but no checkpoint.pt to "
                           "continue it; use another output folder, or replace that run",
                           remedy="pass resume=False to train afresh over it")
     return 0, {key: [] for key in HISTORY_KEYS}

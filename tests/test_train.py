@@ -470,7 +470,7 @@ def test_training_afresh_over_a_finished_model_without_checkpoint_is_refused(one
     quiet_train(CONFIG, FileDataset(), one_epoch)
     (one_epoch / "checkpoint.pt").unlink()
     before = (one_epoch / "model.pt").read_bytes()
-    with pytest.raises(ValueError, match="holds model.pt and history.json of a run but no checkpoint.pt"):
+    with pytest.raises(ValueError, match="holds the model.pt of a run but no checkpoint.pt"):
         quiet_train(CONFIG, FileDataset(), one_epoch)
     assert (one_epoch / "model.pt").read_bytes() == before
 
