@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -113,6 +114,7 @@ def run_one(path: Path, package: Path, tag: str, timeout: int) -> Optional[str]:
     content.mkdir(parents=True)
     client = NotebookClient(nb, timeout=timeout, kernel_name="nsa-colab",
                             resources={"metadata": {"path": str(content)}})
+    signal.signal(signal.SIGTERM, lambda *_: _kill_kernel_and_exit(client))
     try:
         client.execute()
     except DeadKernelError:
@@ -122,6 +124,17 @@ def run_one(path: Path, package: Path, tag: str, timeout: int) -> Optional[str]:
     finally:
         nbformat.write(nb, WORK / "executed" / path.name)
     return None
+
+
+def _kill_kernel_and_exit(client: NotebookClient) -> None:
+    """On SIGTERM (e.g. from ``timeout``): the kernel runs in its own session, so end it too."""
+    pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
+    if pid:
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os._exit(143)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import re
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -55,7 +56,6 @@ def bib_labels(bib: Path) -> Dict[str, tuple]:
 def _tex_to_text(name: str) -> str:
     accents = {'"': "\u0308", "'": "\u0301", "`": "\u0300", "^": "\u0302", "~": "\u0303"}
     name = re.sub(r"\{\\(.)(\w)\}", lambda m: m.group(2) + accents.get(m.group(1), ""), name)
-    import unicodedata
     return unicodedata.normalize("NFC", name.replace("{", "").replace("}", ""))
 
 
