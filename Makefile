@@ -26,7 +26,10 @@ $(STAMP): pyproject.toml requirements-dev.txt
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Every chapter is executed anew (the cache is cleared first); the cache lets `make student`
+# rebuild the pages without executing them again.
 book: $(STAMP)
+	rm -rf _build/.jupyter_cache
 	NSA_MODE=quick PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . --warningiserror --keep-going --all
 	@test -d $(MATHJAX)/mathjax-full || (command -v npm >/dev/null && npm install --silent --no-audit --no-fund \
 		--prefix $(dir $(MATHJAX)) mathjax-full@$(MATHJAX_VERSION) >/dev/null 2>&1) \
@@ -55,8 +58,8 @@ colab-check: $(STAMP) $(COLAB_STAMP)
 
 # The book without solutions, from the notebooks `make book` executed (nothing runs again).
 student: $(STAMP)
-	test -d _build/jupyter_execute || $(MAKE) book
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/student.py
+	test -d _build/.jupyter_cache || $(MAKE) book
+	NSA_MODE=quick PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/student.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synthesis.py

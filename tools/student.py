@@ -4,8 +4,8 @@
     python tools/student.py --check    # only check: no solution text in the student HTML and notebooks
 
 The book is rebuilt by jupyter-book with sphinx-exercise's ``hide_solutions``, from the
-notebooks that `make book` executed (``_build/jupyter_execute``): nothing is executed again,
-so it takes a Sphinx build's time. Source copies, download and launch buttons are switched
+same sources, with the outputs that `make book` stored in its execution cache
+(``_build/.jupyter_cache``): nothing is executed again, so it takes a Sphinx build's time. Source copies, download and launch buttons are switched
 off, as they would hand out the sources with their solutions. The notebooks come from
 tools/notebooks.py with ``--student``. The check takes, from every solution in book/*.md, a
 stretch of its plain text that occurs nowhere else in the chapter, and fails if any of
@@ -107,8 +107,8 @@ def student_config() -> dict:
     """_config.yml for the student build: no execution, solutions hidden, no source copies."""
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["title"] = config["title"] + " (student edition)"
-    config["execute"]["execute_notebooks"] = "off"
-    config["exclude_patterns"] = [p for p in config["exclude_patterns"] if p != "**.ipynb"]
+    # The main build's cache: the code cells are the same, so nothing runs again.
+    config["execute"].update(execute_notebooks="cache", cache=str(MAIN / ".jupyter_cache"))
     config["only_build_toc_files"] = True
     config["launch_buttons"] = {}
     config.setdefault("html", {}).update(use_repository_button=False, use_download_button=False,
@@ -119,22 +119,20 @@ def student_config() -> dict:
 
 
 def stage(src: Path) -> None:
-    """Book pages into ``src``: executed notebooks where `make book` made them, else the .md."""
-    executed = MAIN / "jupyter_execute" / "book"
-    if not executed.is_dir():
-        raise SystemExit(f"{executed} is missing: run `make book` first")
+    """The book's sources into ``src``; their outputs come from the main build's execution cache."""
+    if not (MAIN / ".jupyter_cache").is_dir():
+        raise SystemExit(f"{MAIN / '.jupyter_cache'} is missing: run `make book` first")
     shutil.rmtree(src, ignore_errors=True)
     (src / "book").mkdir(parents=True)
     for path in (ROOT / "book").iterdir():
-        if path.suffix == ".ipynb":
-            continue
-        done = executed / f"{path.stem}.ipynb"
-        if path.suffix == ".md" and done.is_file():
-            shutil.copy2(done, src / "book" / done.name)
-        elif path.is_file():
+        if path.is_file() and path.suffix != ".ipynb":
             shutil.copy2(path, src / "book" / path.name)
     (src / "nsa_tutorial").symlink_to(ROOT / "nsa_tutorial")  # literalinclude ../nsa_tutorial/...
-    shutil.copy2(ROOT / "_toc.yml", src / "_toc.yml")
+    for name in ("_toc.yml", "_static"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name)
+        elif (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, src / name)
     (src / "_config.yml").write_text(yaml.safe_dump(student_config(), sort_keys=False))
 
 
