@@ -31,12 +31,13 @@ PARITY_ATOL = 1e-4
 
 def _needs(module: str):
     import importlib
+    import importlib.util
 
-    try:
-        return importlib.import_module(module)
-    except ImportError:
+    importlib.invalidate_caches()  # a package pip installed into the running kernel (Colab's install cell)
+    if importlib.util.find_spec(module) is None:
         raise RuntimeError(f"{module} is not installed: pip install \"nsa-tutorial[export]\" "
-                           "(onnx and onnxruntime)") from None
+                           "(onnx and onnxruntime)")
+    return importlib.import_module(module)  # an installed package that fails to import says why
 
 
 def export_onnx(checkpoint: Union[str, Path], output: Union[str, Path]) -> Path:
