@@ -36,6 +36,7 @@ import nsa_tutorial.train as nsa_train
 from nsa_tutorial.config import MVTEC_CLASSES, get_config
 from nsa_tutorial.data import SyntheticAnomalyDataset, load_category, resolve_data_root
 from nsa_tutorial.evaluate import provenance, write_json
+from nsa_tutorial.files import check_output
 
 #: Training images per MVTec AD class (Bergmann et al., CVPR 2019, Table 1): for projections.
 MVTEC_TRAIN_IMAGES = {"bottle": 209, "cable": 224, "capsule": 219, "carpet": 280, "grid": 264,
@@ -101,7 +102,8 @@ class Instrument:
         wrappers = {name: self._timed(getattr(nsa_train, name), part)
                     for name, part in self.PARTS.items() if hasattr(nsa_train, name)}
         wrappers["_train_epoch"] = self._epoch(nsa_train._train_epoch)
-        wrappers["atomic_write"] = self._write(nsa_train.atomic_write)
+        writer = "atomic_write" if hasattr(nsa_train, "atomic_write") else "_atomic_write"  # before 0.1.0's files module
+        wrappers[writer] = self._write(getattr(nsa_train, writer))
         for name, wrapper in wrappers.items():
             self.saved[name] = getattr(nsa_train, name)
             setattr(nsa_train, name, wrapper)
@@ -201,7 +203,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0])
     parser.add_argument("--synthesis", choices=["workers", "device", "both"], default="workers")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args()
+    if args.json:
+        check_output(args.json, overwrite=args.overwrite)  # refused before measuring, not after
     device = torch.device(args.device)
     config = get_config(args.name, image_size=args.image_size).replace(epochs=args.epochs)
     modes = {"workers": [False], "device": [True], "both": [False, True]}[args.synthesis]
@@ -225,7 +230,7 @@ def main() -> None:
                 results["runs"] += pair
                 results["fits"].append(fit)
                 if args.json:  # after every setting: a later failure keeps what was measured
-                    write_json(results, args.json)
+                    write_json(results, args.json, overwrite=True)
 
 
 if __name__ == "__main__":
