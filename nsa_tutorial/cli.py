@@ -202,40 +202,32 @@ def _setting(config) -> str:
     return name if config.variant is None else f"{name}_{config.variant}"
 
 
-def _int_option(name: str):
-    """argparse type for the integer option ``name`` with the range in :data:`RANGES`."""
+def _number_option(name: str, cast=int):
+    """argparse type for the option ``name`` (``cast``: int or float) with the range in :data:`RANGES`."""
     low, high = RANGES[name]
-    expected = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    noun, show = ("an integer", str) if cast is int else ("a number", lambda v: f"{v:g}")
+    expected = f"{noun} >= {show(low)}" if high is None else f"{noun} in [{show(low)}, {show(high)}]"
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            value = int(text)
+            value = cast(text)
         except ValueError:
             value = None
-        if value is None or value < low or (high is not None and value > high):
+        # a NaN fails the comparison too
+        if value is None or not low <= value or (high is not None and not value <= high):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
     parse.__name__ = name
     return parse
+
+
+def _int_option(name: str):
+    return _number_option(name, int)
 
 
 def _float_option(name: str):
-    """argparse type for the number option ``name`` with the range in :data:`RANGES`."""
-    low, high = RANGES[name]
-    expected = f"a number >= {low:g}" if high is None else f"a number in [{low:g}, {high:g}]"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not low <= value <= (float("inf") if high is None else high):  # NaN fails too
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    parse.__name__ = name
-    return parse
+    return _number_option(name, float)
 
 
 def _image_size(text: str) -> int:
