@@ -430,8 +430,7 @@ def _save_checkpoint(output_dir: Path, parts: _Parts, config: Config, epoch: int
              "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
              "scaler": parts.scaler.state_dict(), "rng": _rng_states(), "history": history,
              "identity": parts.identity}
-    atomic_write(output_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
-    atomic_write(output_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
+    atomic_write(output_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))  # history.json: _write_history
 
 
 def _load_checkpoint(path: Path, parts: _Parts, config: Config) -> tuple[int, dict]:
