@@ -66,6 +66,7 @@ def train_one(data_root: str, config, output: Path, seed: int = 0, device: Optio
     share of normal training images held back to calibrate the threshold at ``target_fpr``
     (:mod:`nsa_tutorial.inference`); 0 trains on all of them (the paper).
     """
+    from . import distributed
     from .data import SyntheticAnomalyDataset, check_category, load_category, resolve_data_root
     from .inference import calibrate_checkpoint, calibration_split
     from .train import train
@@ -80,7 +81,7 @@ def train_one(data_root: str, config, output: Path, seed: int = 0, device: Optio
     dataset = SyntheticAnomalyDataset(category, config, seed=seed)
     train(config, dataset, output, device=device, seed=seed, num_workers=workers, resume=not restart,
           checkpoint_every=checkpoint_every)
-    if held_out:
+    if held_out and distributed.is_main():  # under torchrun: once, by rank 0
         calibrate_checkpoint(output / "model.pt", held_out, target_fpr, device)
     return output / "model.pt"
 
@@ -105,9 +106,14 @@ def evaluate_one(data_root: str, category_name: str, checkpoint: Path, device: O
 
 
 def cmd_train(args) -> None:
-    path = train_one(args.data_root, _config(args, args.category), args.output, args.seed, args.device,
-                     args.workers, restart=args.restart, checkpoint_every=args.checkpoint_every,
-                     calibration=args.calibration, target_fpr=args.target_fpr)
+    from . import distributed
+
+    with distributed.start(args.device) as device:  # under torchrun: one process of a DDP run
+        path = train_one(args.data_root, _config(args, args.category), args.output, args.seed, device,
+                         args.workers, restart=args.restart, checkpoint_every=args.checkpoint_every,
+                         calibration=args.calibration, target_fpr=args.target_fpr)
+        if not distributed.is_main():
+            return
     print(f"model written to {path}")
     _print_calibration(path)
 
@@ -394,6 +400,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exit:  # usage errors (2) and --help (0), as a return value like every error
         return exit.code
     prefix = f"nsa-tutorial {args.command}"
+    from .distributed import under_torchrun
+
+    if args.command != "train" and under_torchrun():
+        print(f"{prefix}: error: only 'train' runs under torchrun (one model on several processes); "
+              f"run '{args.command}' as one process", file=sys.stderr)
+        return 2
     try:
         args.func(args)
     except KeyboardInterrupt:

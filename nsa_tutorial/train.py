@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from tqdm import tqdm
 
-from nsa_tutorial import __version__
+from nsa_tutorial import __version__, distributed
 from nsa_tutorial.config import Config
 from nsa_tutorial.files import atomic_write, remove_temporaries
 from nsa_tutorial.model import NSAModel, build_model
@@ -58,6 +58,7 @@ class _Parts(NamedTuple):
     scaler: torch.amp.GradScaler
     amp_dtype: Optional[torch.dtype]  # None: full float32
     identity: Optional[dict] = None  # what determines the run (see run_identity); saved in checkpoints
+    ddp: Optional[torch.nn.Module] = None  # the model wrapped for several processes (nsa_tutorial.distributed)
 
 
 class ResumeError(ValueError):
@@ -149,11 +150,15 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
     output_dir.mkdir(parents=True, exist_ok=True)
     parts = _prepare(config, device, seed)._replace(
         identity=run_identity(config, train_set, seed, max_steps_per_epoch))
+    distributed.barrier()  # rank 0 may still be writing the files of a previous call
     start, history = _resume_point(output_dir, parts, config, resume)
+    parts = parts._replace(ddp=distributed.wrap(parts.model, device))
+    progress = progress and distributed.is_main()
     on_device = _synthesis_on_device(config, train_set, device, synthesis_on_device)
     synthesis_generator = torch.Generator()
     prepare = partial(_synthesise, config=config, device=device, generator=synthesis_generator)
     loader = _loader(train_set, config.batch_size, num_workers, device)
+    loader = distributed.shard(loader, config.batch_size, max_steps_per_epoch)
     saved, last_save = start, _now()
     try:
         with _StopOnSignal() as stop_request:
@@ -161,6 +166,7 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
                 # Shuffle order and worker seeds depend on (seed, epoch) only: resumable.
                 loader.sampler.set_epoch(epoch, seed * 1000 + epoch)
                 synthesis_generator.manual_seed(seed * 1000 + epoch + 500)
+                synthesis_generator.manual_seed(distributed.rank_seed(synthesis_generator.initial_seed()))
                 if hasattr(train_set, "set_epoch"):
                     train_set.set_epoch(epoch)
                 lr = parts.optimizer.param_groups[0]["lr"]
@@ -170,6 +176,7 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
                 for key, value in dict(epoch=epoch + 1, lr=lr, **stats).items():
                     history[key].append(value)
                 _write_history(output_dir, history)
+                stop_request.signal = distributed.agree(stop_request.signal)
                 if epoch + 1 == stop or stop_request.signal or _now() - last_save >= checkpoint_every:
                     _save_checkpoint(output_dir, parts, config, epoch + 1, history)
                     saved, last_save = epoch + 1, _now()
@@ -186,7 +193,9 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
         del loader  # its persistent workers end now, not when a kept traceback is freed
         if on_device:
             train_set.pairs_only = False
-    atomic_write(output_dir / "model.pt", lambda tmp: torch.save(_model_file(parts, config, history), tmp))
+    if distributed.is_main():
+        atomic_write(output_dir / "model.pt", lambda tmp: torch.save(_model_file(parts, config, history), tmp))
+    distributed.barrier()
     return history
 
 
@@ -328,6 +337,8 @@ def _init_worker(worker_id: int) -> None:
 
 def _write_history(output_dir: Path, history: dict) -> None:
     """``history.json`` (small: one number per key and epoch), rewritten atomically every epoch."""
+    if not distributed.is_main():
+        return
     atomic_write(output_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
 
 
@@ -349,7 +360,7 @@ def _train_epoch(parts: _Parts, loader: DataLoader, loss_name: str, device: torc
             if step == steps:
                 break
             image, label = batch if prepare is None else prepare(batch)
-            loss = _train_step(parts, image, label, loss_name, device)
+            loss = _train_step(parts, image, label, loss_name, device, distributed.loss_weight(loader, step))
             total_loss += loss * len(image)
             seen += len(image)
             # every patch failed: a normal sample
@@ -359,6 +370,7 @@ def _train_epoch(parts: _Parts, loader: DataLoader, loss_name: str, device: torc
                 shown = time.perf_counter()
                 bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{seen / (shown - start):.1f}")
             ready = time.perf_counter()
+    total_loss, normal, seen = distributed.sum_over_ranks(total_loss, normal, seen)
     mean_loss, normal = total_loss.item() / seen, normal.item()  # the epoch's one wait for the device
     seconds = time.perf_counter() - start
     return dict(loss=mean_loss, samples_per_s=seen / seconds, seconds=seconds,
@@ -367,19 +379,19 @@ def _train_epoch(parts: _Parts, loader: DataLoader, loss_name: str, device: torc
 
 
 def _train_step(parts: _Parts, image: torch.Tensor, label: torch.Tensor, loss_name: str,
-                device: torch.device) -> torch.Tensor:
+                device: torch.device, weight: float = 1.0) -> torch.Tensor:
     memory_format = torch.channels_last if _gpu_path(device) else torch.contiguous_format
     image = image.to(device, non_blocking=True, memory_format=memory_format)
     label = label.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=parts.amp_dtype, enabled=parts.amp_dtype is not None):
-        prediction = parts.model(image)
+        prediction = (parts.model if parts.ddp is None else parts.ddp)(image)
     # Outside autocast and in float32: binary_cross_entropy on probabilities is unsafe in 16 bit.
     if loss_name == "bce":
         loss = F.binary_cross_entropy(prediction.float(), label.float())
     else:
         loss = F.mse_loss(prediction.float(), label.float())
     parts.optimizer.zero_grad(set_to_none=True)
-    parts.scaler.scale(loss).backward()
+    parts.scaler.scale(loss * weight).backward()  # weight: see distributed.ShardSampler.loss_weight
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     return loss.detach()  # stays on the device: no wait for the GPU here
@@ -425,6 +437,8 @@ def _set_rng_states(states: dict) -> None:
 
 
 def _save_checkpoint(output_dir: Path, parts: _Parts, config: Config, epoch: int, history: dict) -> None:
+    if not distributed.is_main():
+        return
     state = {"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, "epoch": epoch,
              "config": dataclasses.asdict(config), "model": parts.model.state_dict(),
              "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),

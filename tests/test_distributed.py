@@ -1,0 +1,189 @@
+"""One run on two processes (DDP over gloo, on the CPU) against the same run in one process."""
+
+import os
+import shutil
+import signal
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+import nsa_tutorial.train as nsa_train
+from nsa_tutorial import distributed
+from nsa_tutorial.config import get_config
+from nsa_tutorial.distributed import ShardSampler
+
+CONFIG = get_config("bottle", mode="quick").replace(image_size=64, resize=64, crop=None, batch_size=4, epochs=2)
+
+
+class IndexDataset(Dataset):
+    """11 noise images with a brighter square (batches of 4, 4 and 3: the last one splits 2 + 1).
+
+    A process that is told to (``stop_rank``) sends itself SIGTERM in epoch 0, as a scheduler would.
+    """
+
+    def __init__(self, stop_rank: int = -1) -> None:
+        rng = np.random.default_rng(0)
+        self.images = torch.from_numpy(rng.random((11, 3, 64, 64), dtype=np.float32)) * 0.5
+        self.labels = torch.zeros(11, 1, 64, 64)
+        for i, (top, left) in enumerate(rng.integers(0, 32, (11, 2))):
+            self.labels[i, :, top:top + 16, left:left + 16] = 1
+        self.images += 0.5 * self.labels
+        self.stop_rank, self.epoch = stop_rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        if self.epoch == 0 and dist.is_initialized() and dist.get_rank() == self.stop_rank:
+            self.stop_rank = -1
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.images[i], self.labels[i]
+
+
+def _worker(rank: int, world: int, port: int, root: str, actions: list) -> None:
+    """Run ``actions`` in one of ``world`` processes: ("train", folder, kwargs), ("copy", from, to)
+    by rank 0, ("gradients", file): the gradients of batches 0 and 2 of epoch 0."""
+    torch.set_num_threads(1)  # the same summation order in every process
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    if rank > 0:  # only rank 0 writes
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"rank {rank} wrote a file")
+        nsa_train.atomic_write = refuse
+    root = Path(root)
+    try:
+        for action, *what in actions:
+            if action == "train":
+                kwargs = dict(what[1])
+                torch.set_num_threads(kwargs.pop("threads", 1))
+                try:
+                    nsa_train.train(CONFIG, IndexDataset(kwargs.pop("stop_rank", -1)), root / what[0],
+                                    device="cpu", progress=False, checkpoint_every=1e9, **kwargs)
+                except KeyboardInterrupt:  # the SIGTERM: the next call resumes
+                    pass
+            elif action == "copy" and rank == 0:
+                shutil.copytree(root / what[0], root / what[1])
+            elif action == "gradients":
+                _gradients(root / what[0])
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _gradients(path: Path) -> None:
+    torch.manual_seed(0)
+    model = nsa_train.build_model(CONFIG)
+    ddp = distributed.wrap(model, torch.device("cpu"))
+    loader = distributed.shard(nsa_train._loader(IndexDataset(), CONFIG.batch_size, 0, torch.device("cpu")),
+                               CONFIG.batch_size)
+    loader.sampler.set_epoch(0, 0)
+    gradients = {}
+    for step, (image, label) in enumerate(loader):
+        if step in (0, 2):  # a full batch (2 + 2 on two processes) and the last (2 + 1)
+            model.zero_grad()
+            loss = F.binary_cross_entropy((ddp or model)(image), label)
+            (loss * distributed.loss_weight(loader, step)).backward()
+            gradients[step] = {name: p.grad.clone() for name, p in model.named_parameters()}
+    if distributed.is_main():
+        torch.save(gradients, path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(world: int, root: Path, *actions) -> None:
+    mp.spawn(_worker, args=(world, _free_port(), str(root), list(actions)), nprocs=world)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    _spawn(2, root, ("gradients", "two.grad"), ("train", "two", {}),
+           # SIGTERM to rank 1 only: both finish epoch 1, checkpoint and stop; then resume
+           ("train", "stopped", {"stop_rank": 1}), ("copy", "stopped", "two_one"), ("train", "stopped", {}))
+    _spawn(1, root, ("gradients", "one.grad"), ("train", "one", {}),
+           ("train", "two_one", {}),  # epoch 1 on 2 processes, epoch 2 on 1
+           ("train", "one_2_threads", {"threads": 2}))  # another order of float sums
+    load = lambda name: torch.load(root / name, weights_only=True)  # noqa: E731
+    return {name: load(f"{name}/model.pt") for name in ("one", "two", "stopped", "two_one", "one_2_threads")} | \
+        {"gradients": (load("one.grad"), load("two.grad"))}
+
+
+def _max_difference(a: dict, b: dict, buffers: bool = False) -> tuple[float, float]:
+    weights = max((a["state_dict"][k].double() - b["state_dict"][k].double()).abs().max().item()
+                  for k in a["state_dict"] if buffers or "running" not in k and "num_batches" not in k)
+    losses = float(np.max(np.abs(np.subtract(a["history"]["loss"], b["history"]["loss"]))))
+    return weights, losses
+
+
+def test_two_processes_compute_the_gradient_of_one_process(runs):
+    """The gradient of the global batch's mean loss, BatchNorm over the global batch, also for a last
+    batch split 2 + 1; the difference is the order of float sums only (a few 1e-6 of the largest)."""
+    one, two = runs["gradients"]
+    for step in (0, 2):
+        scale = max(g.abs().max().item() for g in one[step].values())
+        worst = max((one[step][k] - two[step][k]).abs().max().item() for k in one[step])
+        print(f"batch {step}: max |gradient difference| {worst:.3g} of max |gradient| {scale:.3g}")
+        assert worst < 1e-5 * scale
+
+
+def test_two_processes_train_like_one_process(runs):
+    """Trained 6 steps, the weights differ by float noise that Adam amplifies: its first steps move
+    every weight by about +-lr whatever the size of its gradient, so a gradient near 0 whose sign
+    the order of float sums flips moves that weight by up to 2 lr.  Bound: 2 x the sum of the
+    learning rates (one process with 1 or 2 threads differs the same way); losses: 1e-3 relative."""
+    steps_lr = 3 * sum(runs["one"]["history"]["lr"])  # 3 steps per epoch
+    assert runs["one"]["state_dict"].keys() == runs["two"]["state_dict"].keys()
+    weights, losses = _max_difference(runs["one"], runs["two"])
+    noise = _max_difference(runs["one"], runs["one_2_threads"])
+    print(f"2 processes vs 1: max |weight difference| {weights:.3g}, max |loss difference| {losses:.3g}; "
+          f"1 process, 2 threads vs 1: {noise[0]:.3g}, {noise[1]:.3g}; bound {2 * steps_lr:.3g}")
+    assert weights < 2 * steps_lr and losses < 1e-3 * min(runs["one"]["history"]["loss"])
+    assert runs["one"]["history"]["epoch"] == runs["two"]["history"]["epoch"] == [1, 2]
+    # not vacuous: training moved the weights far more than that
+    fresh = nsa_train.build_model(CONFIG).state_dict()
+    assert max((fresh[k] - runs["one"]["state_dict"][k]).abs().max().item()
+               for k in fresh if "running" not in k and "num_batches" not in k) > 10 * steps_lr
+
+
+def test_a_ddp_run_stopped_by_sigterm_on_one_rank_resumes_to_the_same_weights(runs):
+    straight, resumed = runs["two"], runs["stopped"]
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert straight["history"]["loss"] == resumed["history"]["loss"]
+
+
+def test_a_checkpoint_of_two_processes_resumes_on_one(runs):
+    assert runs["two_one"]["history"]["epoch"] == [1, 2]
+    assert runs["two_one"]["history"]["loss"][0] == runs["two"]["history"]["loss"][0]
+    weights, losses = _max_difference(runs["one"], runs["two_one"])
+    assert weights < 6 * sum(runs["one"]["history"]["lr"]) and losses < 1e-3
+
+
+@pytest.mark.parametrize("n, batch, world", [(11, 4, 2), (12, 4, 2), (10, 6, 3), (7, 8, 4)])
+def test_shards_are_disjoint_slices_of_each_global_batch(n, batch, world):
+    whole = nsa_train._EpochSampler(n)
+    whole.set_epoch(3, 3003)
+    order = [index for _, _, index in whole]
+    parts = [list(ShardSampler(whole, batch, r, world)) for r in range(world)]
+    local = batch // world
+    for step in range(-(-n // batch)):
+        taken = [key[2] for part in parts for key in part[step * local:(step + 1) * local]]
+        assert taken == order[step * batch:(step + 1) * batch]  # rank 0's slice, then rank 1's, ...
+    assert sorted(i for part in parts for _, _, i in part) == list(range(n))
+    weights = [[ShardSampler(whole, batch, r, world).loss_weight(s) for r in range(world)]
+               for s in range(-(-n // batch))]
+    assert all(sum(w) == pytest.approx(world) for w in weights)  # DDP's mean of them is 1
