@@ -74,8 +74,9 @@ def train_one(data_root: str, config, output: Path, seed: int = 0, device: Optio
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise NotADirectoryError(f"--output {output} is a file; expected a folder for the run")
-    _refuse_inside_data(output, data_root, config.name)
-    category = load_category(resolve_data_root(data_root), config.name)
+    with distributed.main_first():  # under torchrun, one process unpacks an embedded dataset
+        _refuse_inside_data(output, data_root, config.name)
+        category = load_category(resolve_data_root(data_root), config.name)
     check_category(category)
     category, held_out = calibration_split(category, calibration, seed)
     dataset = SyntheticAnomalyDataset(category, config, seed=seed)

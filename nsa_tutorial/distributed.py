@@ -59,6 +59,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+@contextmanager
+def main_first():
+    """Rank 0 runs the ``with`` block first (e.g. unpacking an embedded dataset), then the others."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
+
+
 def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 

@@ -4,6 +4,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +189,37 @@ def test_shards_are_disjoint_slices_of_each_global_batch(n, batch, world):
     weights = [[ShardSampler(whole, batch, r, world).loss_weight(s) for r in range(world)]
                for s in range(-(-n // batch))]
     assert all(sum(w) == pytest.approx(world) for w in weights)  # DDP's mean of them is 1
+
+
+def _torchrun(*argv, env: dict, nproc: int = 2) -> subprocess.CompletedProcess:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return subprocess.run([str(torchrun), "--nproc-per-node", str(nproc), "--master-port", str(_free_port()),
+                           "-m", "nsa_tutorial", *argv], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory):
+    return {**os.environ, "NSA_DATA_DIR": str(tmp_path_factory.mktemp("cache")), "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(Path(__file__).parents[1])}
+
+
+def test_torchrun_trains_one_model_and_calibrates_once(cli_env, tmp_path):
+    from nsa_tutorial.inference import load_calibration
+
+    argv = ["train", "--data-root", "textures", "--category", "texture_grass", "--mode", "quick",
+            "--image-size", "64", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--output", str(tmp_path)]
+    done = _torchrun(*argv, env=cli_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("model written to") == 1  # rank 0 reports, once
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert saved["history"]["epoch"] == [1]
+    # 60 normal images, 20 % held back: 12 scored once each (not 24), by rank 0 only
+    assert load_calibration(tmp_path / "model.pt")["n_images"] == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "history.json", "model.pt"]
+    # the global batch must divide by the processes: one line, exit code 2
+    odd = _torchrun(*argv[:-5], "7", "--device", "cpu", "--output", str(tmp_path / "odd"), env=cli_env)
+    assert odd.returncode != 0 and "error: batch size 7 does not divide by the 2 processes" in odd.stderr
+    assert "internal error" not in odd.stderr and "exitcode  : 2" in odd.stderr  # torchrun's report
+    # a sweep is many one-process runs (reproduce --shard / --devices), not one torchrun job
+    other = _torchrun("reproduce", "--data-root", "textures", "--output", str(tmp_path / "r"), env=cli_env)
+    assert other.returncode != 0 and "only 'train' runs under torchrun" in other.stderr
