@@ -134,7 +134,7 @@ def cmd_evaluate(args) -> None:
     print(f"metrics written to {args.output}")
 
 
-def _finished(metrics: Path, config) -> bool:
+def _finished(metrics: Path, config, consequence: str = "redoing this run") -> bool:
     """Whether ``metrics`` marks a finished run of ``config``: it parses, is complete and matches."""
     from .evaluate import RESULT_FIELDS
     from .files import read_result
@@ -149,7 +149,7 @@ def _finished(metrics: Path, config) -> bool:
             return True
         why = f"{metrics} belongs to another setting ({other})"
     if why:
-        print(f"note: {why}; redoing this run")
+        print(f"note: {why}; {consequence}")
     return False
 
 
@@ -177,30 +177,84 @@ def _record_failure(args, run: Path, error: Exception) -> str:
 
 def cmd_reproduce(args) -> None:
     from .evaluate import summarise
+    from .sweep import map_on_devices, shard
 
     if len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds lists a seed twice: {args.seeds}")
+    if args.devices and args.device:
+        raise ValueError("give either --device (one process) or --devices (one worker process per device)")
     names = [plain_name(name, "each --categories entry (a category folder's name)") for name in args.categories]
     configs = [_config(args, name) for name in names]  # every setting checked before the first run
-    failed, total = [], 0
-    for config in configs:
-        for seed in args.seeds:
-            run, total = Path(args.output) / _setting(config) / config.name / f"seed{seed}", total + 1
-            if _finished(run / "metrics.json", config):
-                print(f"{config.name} seed {seed}: done earlier ({run / 'metrics.json'})")
-                continue
-            try:
-                _run(args, config, run, seed)
-            except Exception as error:  # recorded; the sweep goes on (KeyboardInterrupt stops it)
-                message = _record_failure(args, run, error)
-                print(f"{config.name} seed {seed}: FAILED: {message} (recorded in {run / 'error.json'})",
-                      file=sys.stderr)
-                failed.append(f"{config.name} seed {seed}")
+    runs = sorted(((config, seed) for config in configs for seed in args.seeds),
+                  key=lambda run: (run[0].name, run[1]))  # the same list for every shard
+    if args.summarise_only:
+        return _report(args, runs, summarise(Path(args.output)))
+    mine = shard(runs, *args.shard) if args.shard else runs
+    if args.shard:
+        print(f"shard {args.shard[0]}/{args.shard[1]}: {len(mine)} of the {len(runs)} runs")
+    jobs = [(args, config, seed) for config, seed in mine]
+    results = map_on_devices(_attempt, jobs, args.devices) if args.devices else \
+        ((job, _attempt(job, args.device)) for job in jobs)
+    failed = []
+    for (_, config, seed), outcome in results:
+        if isinstance(outcome, Exception):  # a worker process died: nothing could record it
+            outcome = ("failed", f"{config.name} seed {seed}: FAILED: worker process died ({outcome})")
+        status, message = outcome
+        print(message, file=sys.stderr if status == "failed" else sys.stdout)
+        if status == "failed":
+            failed.append(f"{config.name} seed {seed}")
     print(summarise(Path(args.output)))
     if failed:
-        raise SweepFailed(f"{len(failed)} of {total} runs failed ({', '.join(failed)}); each error is in its "
+        raise SweepFailed(f"{len(failed)} of {len(jobs)} runs failed ({', '.join(failed)}); each error is in its "
                           "run folder's error.json and in results.json; run the same command again to "
                           "retry only the failed and missing runs")
+
+
+def _attempt(job, device) -> tuple[str, str]:
+    """Run one run of a sweep unless it is finished or another process holds it:
+    ``(status, message)``, status one of done, busy, ok, failed (recorded in its error.json)."""
+    from .sweep import claim
+
+    args, config, seed = job
+    run = _run_folder(args, config, seed)
+    with claim(run) as ours:
+        if not ours:
+            return "busy", f"{config.name} seed {seed}: being run by another process ({run / '.lock'}); left to it"
+        if _finished(run / "metrics.json", config):
+            return "done", f"{config.name} seed {seed}: done earlier ({run / 'metrics.json'})"
+        try:
+            _run(argparse.Namespace(**{**vars(args), "device": device}), config, run, seed)
+        except Exception as error:  # recorded; the sweep goes on (KeyboardInterrupt stops it)
+            message = _record_failure(args, run, error)
+            return "failed", f"{config.name} seed {seed}: FAILED: {message} (recorded in {run / 'error.json'})"
+    return "ok", f"{config.name} seed {seed}: finished ({run / 'metrics.json'})"
+
+
+def _run_folder(args, config, seed: int) -> Path:
+    return Path(args.output) / _setting(config) / config.name / f"seed{seed}"
+
+
+def _report(args, runs, tables: str) -> None:
+    """``reproduce --summarise-only``: the tables of what is finished, and what is not."""
+    from .files import read_result
+
+    print(tables)
+    finished, failed, missing = [], [], []
+    for config, seed in runs:
+        run, name = _run_folder(args, config, seed), f"{config.name} seed {seed}"
+        if _finished(run / "metrics.json", config, "not counted as finished"):
+            finished.append(name)
+        elif (run / "error.json").exists():
+            failed.append(f"{name} ({(read_result(run / 'error.json', ('error',))[0] or {}).get('error')})")
+        else:
+            missing.append(name)
+    print(f"{len(finished)} of {len(runs)} runs finished")
+    for label, names in (("failed", failed), ("missing (not run yet, or running)", missing)):
+        if names:
+            print(f"{label}: {', '.join(names)}")
+    if failed or missing:
+        raise SweepFailed(f"{len(failed) + len(missing)} of {len(runs)} runs are not finished "
+                          f"({len(failed)} failed, {len(missing)} missing)")
 
 
 def _setting(config) -> str:
@@ -373,9 +427,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--categories", nargs="+", default=list(MVTEC_CLASSES))
     p.add_argument("--seeds", nargs="+", type=_int_option("--seeds"), default=[0, 1, 2, 3, 4])
+    _add_scale_options(p)
     p.set_defaults(func=cmd_reproduce)
     _add_use_commands(sub)
     return parser
+
+
+def _add_scale_options(p: argparse.ArgumentParser) -> None:
+    from .sweep import parse_devices, parse_shard
+
+    p.add_argument("--shard", type=parse_shard, default=None, metavar="K/N",
+                   help="run only the K-th of N disjoint parts of the run list (K from 0; e.g. "
+                        "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); all shards share --output")
+    p.add_argument("--devices", type=parse_devices, default=None, metavar="DEV,DEV,...",
+                   help="one worker process per device, e.g. cuda:0,cuda:1,cuda:2,cuda:3")
+    p.add_argument("--summarise-only", action="store_true",
+                   help="train nothing: gather the finished runs into the tables and list what is "
+                        "missing or failed (exit code 1 until every run is finished)")
 
 
 def _is_user_error(error: BaseException) -> bool:
