@@ -52,6 +52,29 @@ class IndexDataset(Dataset):
         return self.images[i], self.labels[i]
 
 
+class SamePairsDataset(IndexDataset):
+    """Every item the same (dest, src) pair of uint8 images, for synthesis on the device: what
+    two ranks synthesise can then differ only by the seeds of their generators."""
+
+    pairs_only = False
+
+    def __getitem__(self, i: int):
+        image = (self.images[0].permute(1, 2, 0) * 255).to(torch.uint8)
+        return image, image.flip(0)
+
+
+def _record_synthesis(path: Path):
+    """A ``train._synthesise`` that also saves the first batch it makes."""
+    synthesise = nsa_train._synthesise
+
+    def record(batch, **kwargs):
+        images, labels = synthesise(batch, **kwargs)
+        if not path.exists():
+            torch.save(images, path)
+        return images, labels
+    return record
+
+
 def _worker(rank: int, world: int, port: int, root: str, actions: list) -> None:
     """Run ``actions`` in one of ``world`` processes: ("train", folder, kwargs), ("copy", from, to)
     by rank 0, ("gradients", file): the gradients of batches 0 and 2 of epoch 0."""
@@ -75,8 +98,21 @@ def _worker(rank: int, world: int, port: int, root: str, actions: list) -> None:
                     pass
             elif action == "copy" and rank == 0:
                 shutil.copytree(root / what[0], root / what[1])
+            elif action == "refused" and rank == 0:  # an odd global batch
+                try:
+                    nsa_train.train(CONFIG.replace(batch_size=7), IndexDataset(), root / "odd", device="cpu")
+                except ValueError as error:
+                    (root / "refused.txt").write_text(str(error))
+            elif action == "refused":
+                with pytest.raises(ValueError):
+                    nsa_train.train(CONFIG.replace(batch_size=7), IndexDataset(), root / "odd", device="cpu")
             elif action == "gradients":
                 _gradients(root / what[0])
+            elif action == "batched":  # synthesis on the device, one batch
+                synthesise, nsa_train._synthesise = nsa_train._synthesise, _record_synthesis(root / f"batched{rank}.pt")
+                nsa_train.train(CONFIG.replace(epochs=1), SamePairsDataset(), root / "batched", device="cpu",
+                                progress=False, synthesis_on_device=True, max_steps_per_epoch=1)
+                nsa_train._synthesise = synthesise
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -113,7 +149,7 @@ def _spawn(world: int, root: Path, *actions) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    _spawn(2, root, ("gradients", "two.grad"), ("train", "two", {}),
+    _spawn(2, root, ("refused",), ("batched",), ("gradients", "two.grad"), ("train", "two", {}),
            # SIGTERM to rank 1 only: both finish epoch 1, checkpoint and stop; then resume
            ("train", "stopped", {"stop_rank": 1}), ("copy", "stopped", "two_one"), ("train", "stopped", {}))
     _spawn(1, root, ("gradients", "one.grad"), ("train", "one", {}),
@@ -121,7 +157,8 @@ def runs(tmp_path_factory):
            ("train", "one_2_threads", {"threads": 2}))  # another order of float sums
     load = lambda name: torch.load(root / name, weights_only=True)  # noqa: E731
     return {name: load(f"{name}/model.pt") for name in ("one", "two", "stopped", "two_one", "one_2_threads")} | \
-        {"gradients": (load("one.grad"), load("two.grad"))}
+        {"gradients": (load("one.grad"), load("two.grad"))} | \
+        {"batched": [load(f"batched{rank}.pt") for rank in (0, 1)], "refused": (root / "refused.txt").read_text()}
 
 
 def _max_difference(a: dict, b: dict, buffers: bool = False) -> tuple[float, float]:
@@ -159,6 +196,15 @@ def test_two_processes_train_like_one_process(runs):
     fresh = nsa_train.build_model(CONFIG).state_dict()
     assert max((fresh[k] - runs["one"]["state_dict"][k]).abs().max().item()
                for k in fresh if "running" not in k and "num_batches" not in k) > 10 * steps_lr
+
+
+def test_each_rank_synthesises_its_part_of_a_batch_with_its_own_seed(runs):
+    """Synthesis on the device draws from one generator per batch: seeded alike, the two ranks would
+    make the same anomalies on the same pair."""
+    first, second = runs["batched"]
+    assert first.shape == second.shape == (CONFIG.batch_size // 2, 3, 64, 64)
+    assert not torch.equal(first, second)
+    assert distributed.rank_seed(1234) == 1234  # one process: unchanged
 
 
 def test_a_ddp_run_stopped_by_sigterm_on_one_rank_resumes_to_the_same_weights(runs):
@@ -216,10 +262,17 @@ def test_torchrun_trains_one_model_and_calibrates_once(cli_env, tmp_path):
     # 60 normal images, 20 % held back: 12 scored once each (not 24), by rank 0 only
     assert load_calibration(tmp_path / "model.pt")["n_images"] == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "history.json", "model.pt"]
-    # the global batch must divide by the processes: one line, exit code 2
-    odd = _torchrun(*argv[:-5], "7", "--device", "cpu", "--output", str(tmp_path / "odd"), env=cli_env)
-    assert odd.returncode != 0 and "error: batch size 7 does not divide by the 2 processes" in odd.stderr
-    assert "internal error" not in odd.stderr and "exitcode  : 2" in odd.stderr  # torchrun's report
-    # a sweep is many one-process runs (reproduce --shard / --devices), not one torchrun job
-    other = _torchrun("reproduce", "--data-root", "textures", "--output", str(tmp_path / "r"), env=cli_env)
-    assert other.returncode != 0 and "only 'train' runs under torchrun" in other.stderr
+
+
+def test_only_train_runs_under_torchrun(monkeypatch, tmp_path, capsys):
+    """A sweep is many one-process runs (reproduce --shard / --devices), not one torchrun job."""
+    from nsa_tutorial.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["reproduce", "--data-root", "textures", "--output", str(tmp_path)]) == 2
+    assert "only 'train' runs under torchrun" in capsys.readouterr().err
+
+
+def test_the_global_batch_must_divide_by_the_processes(runs):
+    assert runs["refused"] == "batch size 7 does not divide by the 2 processes; the global batch is kept " \
+        "as configured: use a multiple of 2"
