@@ -3,6 +3,9 @@
     nsa-tutorial train --data-root elpv --category mono --mode quick --output runs/mono
     nsa-tutorial evaluate --data-root elpv --category mono --checkpoint runs/mono/model.pt --output runs/mono/metrics.json
     nsa-tutorial reproduce --data-root /data/mvtec --seeds 0 1 2 3 4 --output runs/paper
+    nsa-tutorial reproduce --data-root /data/mvtec --shard 0/4 --output runs/paper    # part 0 of 4 (job arrays)
+    nsa-tutorial reproduce --data-root /data/mvtec --devices cuda:0,cuda:1 --output runs/paper
+    torchrun --nproc-per-node 4 -m nsa_tutorial train ...                          # one run, 4 GPUs
     nsa-tutorial predict --checkpoint runs/mono/model.pt new_images/ --output runs/mono/predictions
     nsa-tutorial export --checkpoint runs/mono/model.pt --format onnx --output runs/mono/model.onnx
 
