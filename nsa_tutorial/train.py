@@ -9,6 +9,8 @@ per epoch), BCE loss for bounded labels (eq. 15) or MSE for continuous ones
 every epoch it writes ``history.json``; ``checkpoint.pt`` (everything needed to
 continue) at most once per ``checkpoint_every`` seconds, after the last epoch and when
 stopped by Ctrl-C or SIGTERM; at the end, ``model.pt`` (what :func:`load_model` reads).
+Started by ``torchrun`` (a process group of several processes), :func:`train` trains one model
+on all of them with DistributedDataParallel: see :mod:`nsa_tutorial.distributed`.
 """
 
 from __future__ import annotations

@@ -149,14 +149,14 @@ def _spawn(world: int, root: Path, *actions) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    _spawn(2, root, ("refused",), ("batched",), ("gradients", "two.grad"), ("train", "two", {}),
+    _spawn(2, root, ("refused",), ("batched",), ("gradients", "two.grad"), ("train", "two", {}), ("train", "two_workers", {"num_workers": 1}),
            # SIGTERM to rank 1 only: both finish epoch 1, checkpoint and stop; then resume
            ("train", "stopped", {"stop_rank": 1}), ("copy", "stopped", "two_one"), ("train", "stopped", {}))
     _spawn(1, root, ("gradients", "one.grad"), ("train", "one", {}),
            ("train", "two_one", {}),  # epoch 1 on 2 processes, epoch 2 on 1
            ("train", "one_2_threads", {"threads": 2}))  # another order of float sums
     load = lambda name: torch.load(root / name, weights_only=True)  # noqa: E731
-    return {name: load(f"{name}/model.pt") for name in ("one", "two", "stopped", "two_one", "one_2_threads")} | \
+    return {name: load(f"{name}/model.pt") for name in ("one", "two", "two_workers", "stopped", "two_one", "one_2_threads")} | \
         {"gradients": (load("one.grad"), load("two.grad"))} | \
         {"batched": [load(f"batched{rank}.pt") for rank in (0, 1)], "refused": (root / "refused.txt").read_text()}
 
@@ -212,6 +212,11 @@ def test_a_ddp_run_stopped_by_sigterm_on_one_rank_resumes_to_the_same_weights(ru
     for key, value in straight["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
     assert straight["history"]["loss"] == resumed["history"]["loss"]
+
+
+def test_dataloader_workers_under_ddp_give_the_same_run(runs):
+    for key, value in runs["two"]["state_dict"].items():
+        assert torch.equal(value, runs["two_workers"]["state_dict"][key]), key
 
 
 def test_a_checkpoint_of_two_processes_resumes_on_one(runs):
