@@ -178,14 +178,14 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
                 for key, value in dict(epoch=epoch + 1, lr=lr, **stats).items():
                     history[key].append(value)
                 _write_history(output_dir, history)
-                stop_request.signal = distributed.agree(stop_request.signal)
-                if epoch + 1 == stop or stop_request.signal or _now() - last_save >= checkpoint_every:
+                stopping = distributed.agree(stop_request.signal)  # one decision for all processes
+                if epoch + 1 == stop or stopping or _now() - last_save >= checkpoint_every:
                     _save_checkpoint(output_dir, parts, config, epoch + 1, history)
                     saved, last_save = epoch + 1, _now()
                 if progress:
                     print(_summary(history))
-                if stop_request.signal and epoch + 1 < stop:
-                    raise KeyboardInterrupt(f"stopped by {signal.Signals(stop_request.signal).name}")
+                if stopping and epoch + 1 < stop:
+                    raise KeyboardInterrupt(f"stopped by {signal.Signals(stopping).name}")
     except KeyboardInterrupt:
         held = f"{output_dir / 'checkpoint.pt'} holds epoch {saved}" if saved else "no checkpoint yet"
         print(f"\nInterrupted; {held}. Call train() again with the same config and output_dir "

@@ -1,5 +1,6 @@
 """One run on two processes (DDP over gloo, on the CPU) against the same run in one process."""
 
+import datetime
 import os
 import shutil
 import signal
@@ -75,12 +76,23 @@ def _record_synthesis(path: Path):
     return record
 
 
+def _signal_after(save):
+    """``_save_checkpoint`` that sends SIGTERM to its process after writing epoch 1's checkpoint:
+    after the processes agreed to go on, as a scheduler's signal may come at any time."""
+    def save_and_signal(*args):
+        save(*args)
+        if args[3] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return save_and_signal
+
+
 def _worker(rank: int, world: int, port: int, root: str, actions: list) -> None:
     """Run ``actions`` in one of ``world`` processes: ("train", folder, kwargs), ("copy", from, to)
     by rank 0, ("gradients", file): the gradients of batches 0 and 2 of epoch 0."""
     torch.set_num_threads(1)  # the same summation order in every process
     if world > 1:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=120))  # a bug fails, not hangs
     if rank > 0:  # only rank 0 writes
         def refuse(*args, **kwargs):
             raise AssertionError(f"rank {rank} wrote a file")
@@ -91,11 +103,15 @@ def _worker(rank: int, world: int, port: int, root: str, actions: list) -> None:
             if action == "train":
                 kwargs = dict(what[1])
                 torch.set_num_threads(kwargs.pop("threads", 1))
+                save = nsa_train._save_checkpoint
+                if kwargs.pop("late_signal", False) and rank == 0:
+                    nsa_train._save_checkpoint = _signal_after(save)
                 try:
                     nsa_train.train(CONFIG, IndexDataset(kwargs.pop("stop_rank", -1)), root / what[0],
-                                    device="cpu", progress=False, checkpoint_every=1e9, **kwargs)
+                                    device="cpu", progress=False, **{"checkpoint_every": 1e9, **kwargs})
                 except KeyboardInterrupt:  # the SIGTERM: the next call resumes
                     pass
+                nsa_train._save_checkpoint = save
             elif action == "copy" and rank == 0:
                 shutil.copytree(root / what[0], root / what[1])
             elif action == "refused" and rank == 0:  # an odd global batch
@@ -151,12 +167,14 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     _spawn(2, root, ("refused",), ("batched",), ("gradients", "two.grad"), ("train", "two", {}), ("train", "two_workers", {"num_workers": 1}),
            # SIGTERM to rank 1 only: both finish epoch 1, checkpoint and stop; then resume
-           ("train", "stopped", {"stop_rank": 1}), ("copy", "stopped", "two_one"), ("train", "stopped", {}))
+           ("train", "stopped", {"stop_rank": 1}), ("copy", "stopped", "two_one"), ("train", "stopped", {}),
+           # SIGTERM to rank 0 after the processes agreed to go on: all go on, then stop (here: the end)
+           ("train", "late", {"late_signal": True, "checkpoint_every": 0}))
     _spawn(1, root, ("gradients", "one.grad"), ("train", "one", {}),
            ("train", "two_one", {}),  # epoch 1 on 2 processes, epoch 2 on 1
            ("train", "one_2_threads", {"threads": 2}))  # another order of float sums
     load = lambda name: torch.load(root / name, weights_only=True)  # noqa: E731
-    return {name: load(f"{name}/model.pt") for name in ("one", "two", "two_workers", "stopped", "two_one", "one_2_threads")} | \
+    return {name: load(f"{name}/model.pt") for name in ("one", "two", "two_workers", "stopped", "late", "two_one", "one_2_threads")} | \
         {"gradients": (load("one.grad"), load("two.grad"))} | \
         {"batched": [load(f"batched{rank}.pt") for rank in (0, 1)], "refused": (root / "refused.txt").read_text()}
 
@@ -207,8 +225,9 @@ def test_each_rank_synthesises_its_part_of_a_batch_with_its_own_seed(runs):
     assert distributed.rank_seed(1234) == 1234  # one process: unchanged
 
 
-def test_a_ddp_run_stopped_by_sigterm_on_one_rank_resumes_to_the_same_weights(runs):
-    straight, resumed = runs["two"], runs["stopped"]
+@pytest.mark.parametrize("run", ["stopped", "late"])
+def test_a_ddp_run_stopped_by_sigterm_on_one_rank_resumes_to_the_same_weights(runs, run):
+    straight, resumed = runs["two"], runs[run]
     for key, value in straight["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
     assert straight["history"]["loss"] == resumed["history"]["loss"]
