@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from .config import Config
-from .data import Category, load_test_item, to_tensor
+from .layout import Category, load_test_item
+from .training_set import to_tensor
 from .metrics import au_pro, image_auroc, image_scores, pixel_auroc
 
 

@@ -131,7 +131,7 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
     ``synthesis_on_device``: make the anomalies for a whole batch on the training device
     (:mod:`nsa_tutorial.batched`) instead of one by one in the DataLoader workers.  By
     default on when training on CUDA with a dataset that can hand out raw image pairs
-    (:class:`nsa_tutorial.data.SyntheticAnomalyDataset`) and a method the batched path
+    (:class:`nsa_tutorial.training_set.SyntheticAnomalyDataset`) and a method the batched path
     implements (NSA; ablations A and B).
 
     ``epochs`` stops the run after that many epochs in total (default ``config.epochs``);
@@ -230,7 +230,7 @@ def _synthesis_on_device(config: Config, train_set: Dataset, device: torch.devic
 def _synthesise(batch, config: Config, device: torch.device, generator: torch.Generator):
     """(dest, src) uint8 pairs -> (normalised images, labels) made on ``device`` in one go."""
     from nsa_tutorial.batched import synthesize_batch
-    from nsa_tutorial.data import normalize_batch
+    from nsa_tutorial.training_set import normalize_batch
 
     dest, src = (t.to(device, non_blocking=True) for t in batch)
     images, labels = synthesize_batch(dest, src, config, generator)
@@ -474,7 +474,7 @@ def _resume_point(output_dir: Path, parts: _Parts, config: Config, resume: bool)
 
 def data_fingerprint(train_set: Dataset) -> dict:
     """The training data's identity: its size, and the names and sizes of its files if the dataset
-    reports them (``train_set.files()``, as :class:`nsa_tutorial.data.SyntheticAnomalyDataset`).
+    reports them (``train_set.files()``, as :class:`nsa_tutorial.training_set.SyntheticAnomalyDataset`).
     Modification times are left out: a copy of the data changes them, not the data."""
     files = train_set.files() if callable(getattr(train_set, "files", None)) else None
     return {"samples": len(train_set), "files": None if files is None else [[n, int(s)] for n, s in files]}

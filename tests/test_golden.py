@@ -89,7 +89,7 @@ def compute_batched(real_image) -> dict:
 def _category(tmp_path, real_image):
     import cv2
 
-    from nsa_tutorial.data import Category
+    from nsa_tutorial.layout import Category
 
     folder = tmp_path / "data" / "cat" / "train" / "good"
     folder.mkdir(parents=True)
@@ -101,7 +101,7 @@ def _category(tmp_path, real_image):
 
 
 def compute_dataset(tmp_path, real_image) -> dict:
-    from nsa_tutorial.data import SyntheticAnomalyDataset
+    from nsa_tutorial.training_set import SyntheticAnomalyDataset
 
     category = _category(tmp_path, real_image)
     out = {}
@@ -119,7 +119,8 @@ def compute_dataset(tmp_path, real_image) -> dict:
 
 
 def compute_textures(tmp_path) -> dict:
-    from nsa_tutorial.data import TEXTURE_DEFECTS, add_texture_defect, resolve_data_root
+    from nsa_tutorial.defects import TEXTURE_DEFECTS, add_texture_defect
+    from nsa_tutorial.sources import resolve_data_root
 
     out = {}
     rng = np.random.default_rng(11)
@@ -140,7 +141,7 @@ def compute_textures(tmp_path) -> dict:
 
 def compute_training(tmp_path, real_image) -> dict:
     """Seed-stream dependent: the shuffle order and the synthesis generator of each epoch."""
-    from nsa_tutorial.data import SyntheticAnomalyDataset
+    from nsa_tutorial.training_set import SyntheticAnomalyDataset
     from nsa_tutorial.train import train
 
     category = _category(tmp_path, real_image)

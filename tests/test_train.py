@@ -271,7 +271,9 @@ def test_bad_arguments_are_rejected(tmp_path, kwargs, message):
 
 def _texture_dataset(tmp_path, **config_changes):
     from nsa_tutorial.config import get_config
-    from nsa_tutorial.data import SyntheticAnomalyDataset, load_category, resolve_data_root
+    from nsa_tutorial.layout import load_category
+    from nsa_tutorial.sources import resolve_data_root
+    from nsa_tutorial.training_set import SyntheticAnomalyDataset
 
     category = load_category(resolve_data_root("textures", cache_dir=tmp_path / "cache"), "texture_grass")
     category.train = category.train[:8]
@@ -435,7 +437,8 @@ def test_resume_refuses_a_checkpoint_of_another_package_version(one_epoch, monke
 
 def test_data_fingerprint_ignores_modification_times(tmp_path):
     """Names and sizes, not mtimes: a copied dataset is the same data and resumes."""
-    from nsa_tutorial.data import Category, SyntheticAnomalyDataset
+    from nsa_tutorial.layout import Category
+    from nsa_tutorial.training_set import SyntheticAnomalyDataset
 
     src = tmp_path / "data" / "cat" / "train" / "good"
     src.mkdir(parents=True)
