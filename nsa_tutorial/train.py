@@ -49,6 +49,24 @@ PROGRESS_EVERY = 2.0
 _GPU_PATH_ON_CPU = False
 #: The clock of the checkpoint policy (tests replace it).
 _now = time.monotonic
+#: The random streams of a run, each with its own id in the key of :func:`stream_seed`.
+STREAMS = {"shuffle": 0, "synthesis": 1, "worker": 2}
+
+
+def stream_seed(seed: int, epoch: int, stream: str, rank: int = 0, worker: int = 0) -> int:
+    """The 64-bit seed of one random stream of a run: the shuffle order of an epoch, the batched
+    synthesis generator of an epoch, or a DataLoader worker's generators in an epoch.
+
+    Derived with :class:`numpy.random.SeedSequence` from the whole key ``(seed, epoch, stream id,
+    rank, worker)``, always five words long (SeedSequence pads a shorter key with zeros, so keys of
+    different lengths could meet), so distinct keys give unrelated streams whatever the numbers:
+    unlike ``seed * 1000 + epoch``, which gave epoch 500's shuffle the seed of epoch 0's synthesis.
+    ``rank``: the process of a multi-process run (0 for one process).
+    """
+    key = (seed, epoch, STREAMS[stream], rank, worker)
+    if any(not isinstance(k, (int, np.integer)) or k < 0 for k in key):
+        raise ValueError(f"seed, epoch, rank and worker must be non-negative integers, got {key}")
+    return int(np.random.SeedSequence(tuple(int(k) for k in key)).generate_state(1, np.uint64)[0])
 
 
 class _Parts(NamedTuple):
@@ -159,8 +177,8 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
         with _StopOnSignal() as stop_request:
             for epoch in range(start, stop):
                 # Shuffle order and worker seeds depend on (seed, epoch) only: resumable.
-                loader.sampler.set_epoch(epoch, seed * 1000 + epoch)
-                synthesis_generator.manual_seed(seed * 1000 + epoch + 500)
+                loader.sampler.set_epoch(epoch, seed)
+                synthesis_generator.manual_seed(stream_seed(seed, epoch, "synthesis"))
                 if hasattr(train_set, "set_epoch"):
                     train_set.set_epoch(epoch)
                 lr = parts.optimizer.param_groups[0]["lr"]
@@ -263,7 +281,7 @@ class _StopOnSignal:
 
 
 class _EpochSampler(Sampler):
-    """Shuffled indices of one epoch, each as ``(epoch, worker_seed, index)``.
+    """Shuffled indices of one epoch, each as ``(epoch, seed, index)`` (``seed``: the run's).
 
     Persistent DataLoader workers keep their own copy of the dataset for the whole run, so
     ``set_epoch`` in the main process does not reach them: the epoch travels with every index.
@@ -279,7 +297,8 @@ class _EpochSampler(Sampler):
         return self.n
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
+        shuffle = stream_seed(self.seed, self.epoch, "shuffle")
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(shuffle))
         return ((self.epoch, self.seed, i) for i in order.tolist())
 
 
@@ -301,7 +320,7 @@ class _EpochDataset(Dataset):
             self.epoch = epoch
             if hasattr(self.dataset, "set_epoch"):
                 self.dataset.set_epoch(epoch)
-            worker_seed = seed * 1000 + worker.id
+            worker_seed = stream_seed(seed, epoch, "worker", worker=worker.id)
             random.seed(worker_seed)
             np.random.seed(worker_seed % 2**32)
             torch.manual_seed(worker_seed)
