@@ -171,7 +171,7 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
     on_device = _synthesis_on_device(config, train_set, device, synthesis_on_device)
     synthesis_generator = torch.Generator()
     prepare = partial(_synthesise, config=config, device=device, generator=synthesis_generator)
-    loader = _loader(train_set, config.batch_size, num_workers, device)
+    loader = _loader(_RawPairs(train_set) if on_device else train_set, config.batch_size, num_workers, device)
     saved, last_save = start, _now()
     try:
         with _StopOnSignal() as stop_request:
@@ -202,8 +202,6 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
         raise
     finally:
         del loader  # its persistent workers end now, not when a kept traceback is freed
-        if on_device:
-            train_set.pairs_only = False
     atomic_write(output_dir / "model.pt", lambda tmp: torch.save(_model_file(parts, config, history), tmp))
     return history
 
@@ -233,14 +231,12 @@ def _check_train_args(config: Config, train_set: Dataset, epochs: Optional[int],
 
 def _synthesis_on_device(config: Config, train_set: Dataset, device: torch.device,
                          requested: Optional[bool]) -> bool:
-    """Whether to synthesise batches on the device; sets the dataset to hand out raw pairs."""
-    supported = hasattr(train_set, "pairs_only") and config.method == "nsa" and config.variant in (None, "A", "B")
+    """Whether to synthesise batches on the device (from the dataset's ``raw_pair``)."""
+    supported = hasattr(train_set, "raw_pair") and config.method == "nsa" and config.variant in (None, "A", "B")
     if requested and not supported:
         raise ValueError("synthesis_on_device needs a SyntheticAnomalyDataset and method 'nsa' with variant "
                          f"None, 'A' or 'B'; got {type(train_set).__name__}, {config.method!r}, {config.variant!r}")
     use = supported and (device.type == "cuda" if requested is None else requested)
-    if use:
-        train_set.pairs_only = True
     print(f"Synthesis: {'batched on ' + str(device) if use else 'one sample at a time in the DataLoader'}.")
     return use
 
@@ -253,6 +249,23 @@ def _synthesise(batch, config: Config, device: torch.device, generator: torch.Ge
     dest, src = (t.to(device, non_blocking=True) for t in batch)
     images, labels = synthesize_batch(dest, src, config, generator)
     return normalize_batch(images, config.normalize), labels[:, None]
+
+
+class _RawPairs(Dataset):
+    """``dataset``'s augmented uint8 ``(dest, src)`` pairs (its ``raw_pair``), for synthesis on the
+    training device; the dataset itself is left as it is."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int):
+        return self.dataset.raw_pair(index)
 
 
 class _StopOnSignal:

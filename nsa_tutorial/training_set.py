@@ -61,9 +61,6 @@ class SyntheticAnomalyDataset(Dataset):
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.category, self.config, self.seed, self.epoch = category, config, int(seed), 0
         self.synthesize = synthesize
-        #: True: items are the augmented ``(dest, src)`` uint8 pairs, for synthesis on the
-        #: training device (:mod:`nsa_tutorial.batched`; :func:`nsa_tutorial.train.train` sets it)
-        self.pairs_only = False
         self.images = [resize_image(read_image(p), config.resize) for p in category.train]
 
     def __len__(self) -> int:
@@ -105,11 +102,18 @@ class SyntheticAnomalyDataset(Dataset):
         other += other >= index  # any image but the destination
         return dest, self.augment(self.images[other], rng), other
 
+    def raw_pair(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The augmented uint8 ``(dest, src)`` pair of sample ``index``, before synthesis: what
+        :func:`nsa_tutorial.train.train` hands to :mod:`nsa_tutorial.batched` on the training device."""
+        dest, src, _ = self.pair(int(index), self._rng(index))
+        return torch.from_numpy(dest), torch.from_numpy(src)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        rng = self._rng(index)
         dest, src, _ = self.pair(int(index), rng)
-        if self.pairs_only:
-            return torch.from_numpy(dest), torch.from_numpy(src)
         synthesize = self.synthesize
         if synthesize is None:
             from nsa_tutorial.synthesis import synthesize

@@ -288,7 +288,8 @@ def test_synthesis_on_the_training_device_trains_on_real_anomalies(tmp_path, cap
     assert "Synthesis: batched on cpu" in capsys.readouterr().out
     assert history["normal_fraction"][0] < 0.5  # the batches carried synthetic anomalies
     assert np.isfinite(history["loss"][0])
-    assert dataset.pairs_only is False  # the dataset is handed back as it was
+    image, label = dataset[0]  # the dataset is left as it was: it still makes (image, label) samples
+    assert image.dtype == label.dtype == torch.float32 and label.shape[0] == 1
 
 
 def test_synthesis_on_device_refuses_methods_it_does_not_implement(tmp_path):
