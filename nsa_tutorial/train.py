@@ -232,7 +232,9 @@ def _check_train_args(config: Config, train_set: Dataset, epochs: Optional[int],
 def _synthesis_on_device(config: Config, train_set: Dataset, device: torch.device,
                          requested: Optional[bool]) -> bool:
     """Whether to synthesise batches on the device (from the dataset's ``raw_pair``)."""
-    supported = hasattr(train_set, "raw_pair") and config.method == "nsa" and config.variant in (None, "A", "B")
+    from nsa_tutorial.batched import supports
+
+    supported = hasattr(train_set, "raw_pair") and supports(config)
     if requested and not supported:
         raise ValueError("synthesis_on_device needs a SyntheticAnomalyDataset and method 'nsa' with variant "
                          f"None, 'A' or 'B'; got {type(train_set).__name__}, {config.method!r}, {config.variant!r}")

@@ -33,14 +33,14 @@ Two small differences remain, invisible in the distributions: float rounding (at
 one grey level after truncation), and a resized object-mask pixel that lands exactly
 on 0.5 may round either way.
 
-Only ``method="nsa"`` (variants ``None``, ``"A"``, ``"B"``) is implemented: the other
-methods and variants C and D raise ``NotImplementedError``; use the CPU path for them.
+Only what :func:`supports` says is implemented (NSA, and its ablations A and B): the other
+methods and variants raise ``NotImplementedError``; use the CPU path for them.
 """
 
 from .labels import label_batch, median_disk_batch
 from .patches import box_count, object_mask_batch, place_patches
 from .poisson import poisson_rect_batch
-from .synthesis import BatchAnomaly, make_anomaly_batch, synthesize_batch
+from .synthesis import BatchAnomaly, make_anomaly_batch, supports, synthesize_batch
 
 __all__ = ["BatchAnomaly", "box_count", "label_batch", "make_anomaly_batch", "median_disk_batch",
-           "object_mask_batch", "place_patches", "poisson_rect_batch", "synthesize_batch"]
+           "object_mask_batch", "place_patches", "poisson_rect_batch", "supports", "synthesize_batch"]

@@ -22,6 +22,12 @@ from .poisson import poisson_rect_batch
 Tensor = torch.Tensor
 
 
+def supports(config: Config) -> bool:
+    """Whether the batched path implements ``config``: method ``"nsa"`` with variant None, ``"A"`` or
+    ``"B"``; the other methods and variants C and D are made by :func:`nsa_tutorial.synthesis.synthesize`."""
+    return config.method == "nsa" and config.variant in (None, "A", "B")
+
+
 @dataclass
 class BatchAnomaly:
     """A batch of synthetic samples with what it took to make them (cf. ``synthesis.Anomaly``)."""
@@ -175,9 +181,8 @@ def synthesize_batch(dest: Tensor, src: Tensor, config: Config,
     ``dest`` and ``src`` are uint8 B x H x W x 3 tensors on the training device (CUDA,
     or slower, CPU); ``generator`` is a CPU ``torch.Generator``.  Returns uint8
     B x H x W x 3 images and float32 B x H x W labels on that device, distributed as
-    :func:`nsa_tutorial.synthesis.synthesize` makes them one by one.  Only
-    ``config.method == "nsa"`` with variant None, A or B; others raise
-    ``NotImplementedError``.
+    :func:`nsa_tutorial.synthesis.synthesize` makes them one by one.  Only configs
+    that :func:`supports` accepts; others raise ``NotImplementedError``.
 
     >>> import torch
     >>> from nsa_tutorial.config import get_config
@@ -194,7 +199,7 @@ def synthesize_batch(dest: Tensor, src: Tensor, config: Config,
 def _check_inputs(dest: Tensor, src: Tensor, config: Config, generator: torch.Generator) -> None:
     if not isinstance(config, Config):
         raise ValueError(f"config must be a nsa_tutorial.config.Config (use get_config), got {type(config).__name__}")
-    if config.method != "nsa" or config.variant in ("C", "D"):
+    if not supports(config):
         raise NotImplementedError(f"the batched path implements method 'nsa' with variant None, 'A' or 'B', got "
                                   f"method {config.method!r}, variant {config.variant!r}; use "
                                   "nsa_tutorial.synthesis.synthesize for the others")
