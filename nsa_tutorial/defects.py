@@ -39,7 +39,7 @@ def _canvas_alpha(shape: Tuple[int, ...], draw: Callable[[np.ndarray], None]) ->
     return canvas.astype(np.float32) / 255
 
 
-def _centre(shape: Tuple[int, ...], rng: np.random.Generator, margin: float = 0.2) -> np.ndarray:
+def _random_point(shape: Tuple[int, ...], rng: np.random.Generator, margin: float = 0.2) -> np.ndarray:
     h, w = shape[:2]
     return np.array([rng.uniform(margin * w, (1 - margin) * w), rng.uniform(margin * h, (1 - margin) * h)])
 
@@ -51,7 +51,7 @@ def _contrast(grey: np.ndarray, rng: np.random.Generator) -> float:
 
 def _scratch(grey: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, float]:
     """A thin straight anti-aliased line, 40-110 px long, 1-2 px thick."""
-    centre, angle = _centre(grey.shape, rng), rng.uniform(0, np.pi)
+    centre, angle = _random_point(grey.shape, rng), rng.uniform(0, np.pi)
     half = rng.uniform(20, 55) * np.array([np.cos(angle), np.sin(angle)])
     p, q = np.round(centre - half).astype(int), np.round(centre + half).astype(int)
     thickness = int(rng.integers(1, 3))
@@ -65,7 +65,7 @@ def _crack(grey: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, floa
     steps = int(rng.integers(60, 151))
     angles = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.3, steps))
     # Steps that leave the image are simply not drawn (OpenCV clips), as a crack would run on.
-    points = _centre(grey.shape, rng, 0.3) + np.cumsum(2 * np.stack([np.cos(angles), np.sin(angles)], 1), 0)
+    points = _random_point(grey.shape, rng, 0.3) + np.cumsum(2 * np.stack([np.cos(angles), np.sin(angles)], 1), 0)
     points = np.round(points).astype(np.int32)
     alpha = _canvas_alpha(grey.shape, lambda c: cv2.polylines(c, [points], False, 255, 1, cv2.LINE_AA))
     return alpha, rng.uniform(0, 25)
@@ -73,7 +73,7 @@ def _crack(grey: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, floa
 
 def _hole(grey: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, float]:
     """A round dark hole of radius 5-14 px with an anti-aliased rim."""
-    centre = tuple(int(v) for v in np.round(_centre(grey.shape, rng)))
+    centre = tuple(int(v) for v in np.round(_random_point(grey.shape, rng)))
     radius = int(rng.integers(5, 15))
     alpha = _canvas_alpha(grey.shape, lambda c: cv2.circle(c, centre, radius, 255, -1, cv2.LINE_AA))
     return alpha, rng.uniform(0, 20)
@@ -83,7 +83,7 @@ def _stain(grey: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, np.n
     """A soft blotch of 3 overlapping Gaussians that darkens the texture underneath (it stays visible)."""
     h, w = grey.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    centre, blob = _centre(grey.shape, rng, 0.3), np.zeros((h, w), np.float32)
+    centre, blob = _random_point(grey.shape, rng, 0.3), np.zeros((h, w), np.float32)
     for _ in range(3):
         cx, cy = centre + rng.normal(0, 8, 2)
         sigma = rng.uniform(6, 14)
@@ -98,7 +98,7 @@ def _missing_chunk(grey: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarr
     n = int(rng.integers(5, 10))
     angles = np.sort(rng.uniform(0, 2 * np.pi, n))
     radii = rng.uniform(10, 28, n)
-    points = _centre(grey.shape, rng) + np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
+    points = _random_point(grey.shape, rng) + np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
     points = np.round(points).astype(np.int32)
     alpha = _canvas_alpha(grey.shape, lambda c: cv2.fillPoly(c, [points], 255, cv2.LINE_AA))
     return alpha, _contrast(grey, rng) + rng.normal(0, 2, grey.shape).astype(np.float32)

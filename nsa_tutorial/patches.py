@@ -16,6 +16,8 @@ import numpy as np
 
 from .config import Config
 
+OBJECT_MEDIAN = 7  # side of the square median filter of the object mask (eq. 8)
+
 Rect = Tuple[int, int, int, int]
 
 GAMMA_SHAPE, GAMMA_SCALE, GAMMA_OFFSET = 2.0, 0.1, 0.06  # eq. 5-6
@@ -69,7 +71,7 @@ def object_mask(image: np.ndarray, background: float, t_brightness: float) -> np
     grey = image.astype(np.float32)
     total = cv2.transform(grey, np.ones((1, channels))) if channels > 1 else grey
     far = np.abs(total - channels * background) > channels * t_brightness
-    return binary_median(far, 7)
+    return binary_median(far, OBJECT_MEDIAN)
 
 
 def fraction_in_rects(integral: np.ndarray, rects: np.ndarray) -> np.ndarray:

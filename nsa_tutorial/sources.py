@@ -34,8 +34,8 @@ MVTEC_PAGE = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
 EMBEDDED = ("elpv", "textures")
 ELPV_CATEGORIES = ("mono", "poly")
 ELPV_TEST_FRACTION = 0.2  # of the normal cells; all fully defective cells go to the test set
-TEXTURES = ("brick", "grass", "gravel")
-TEXTURE_CATEGORIES = tuple(f"texture_{name}" for name in TEXTURES)
+SKIMAGE_TEXTURES = ("brick", "grass", "gravel")  # scikit-image textures (not MVTec AD's config.TEXTURES)
+TEXTURE_CATEGORIES = tuple(f"texture_{name}" for name in SKIMAGE_TEXTURES)
 TEXTURE_COUNTS = {"train": 60, "good": 20, "defect": 8}  # images per category (defect: per type)
 TEXTURE_SIZE = 256
 # (train normal, test normal, test abnormal) in the paper's rCXR (Sec. 4.3).
@@ -134,7 +134,7 @@ def _build_textures(root: Path) -> None:
     """
     import skimage.data
 
-    for k, name in enumerate(TEXTURES):
+    for k, name in enumerate(SKIMAGE_TEXTURES):
         texture = getattr(skimage.data, name)()
         rng = np.random.default_rng([_SEED, k])
         folder = root / f"texture_{name}"

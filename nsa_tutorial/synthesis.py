@@ -23,7 +23,8 @@ from .labels import make_label
 from .poisson import clone_into
 
 MIN_POISSON_PIXELS = 50  # OpenCV's seamlessClone fails on tiny masks
-BACKENDS = ("fast", "opencv")
+#: Poisson solvers of synthesis: :data:`nsa_tutorial.poisson.BACKENDS` but the slow sparse "numpy" one.
+SYNTHESIS_BACKENDS = ("fast", "opencv")
 
 
 class Steps(NamedTuple):
@@ -219,8 +220,8 @@ def make_anomaly(dest: np.ndarray, src: np.ndarray, config: Config,
     ``"fast"`` (default, :func:`nsa_tutorial.poisson.clone_into`) or ``"opencv"``
     (``cv2.seamlessClone``, as the authors' code).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in SYNTHESIS_BACKENDS:
+        raise ValueError(f"backend must be one of {SYNTHESIS_BACKENDS}, got {backend!r}")
     dest3, src3 = _check_inputs(dest, src, config, rng)
     steps = METHOD_STEPS[config.method]
     if steps.source == "same image":

@@ -9,7 +9,7 @@ from scipy import stats
 
 from nsa_tutorial import patches as P
 from nsa_tutorial.config import METHODS, get_config
-from nsa_tutorial.synthesis import BACKENDS, _seamless, make_anomaly, synthesize
+from nsa_tutorial.synthesis import SYNTHESIS_BACKENDS as BACKENDS, _seamless, make_anomaly, synthesize
 
 VARIANTS = (None, "A", "B", "C", "D")
 

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from skimage.morphology import disk
 
-from ..labels import DISK_RADIUS
-from .patches import box_count
+from ..config import LABELS
+from ..labels import DISK_RADIUS, LABEL_MEDIAN
+from .patches import binary_median_batch
 from .poisson import _check_float_batch
 
 Tensor = torch.Tensor
@@ -56,11 +57,11 @@ def label_batch(images: Tensor, dest: Tensor, region: Tensor, kind: str, y0: flo
     if dest.shape != images.shape or region.shape != images.shape[:1] + images.shape[2:]:
         raise ValueError(f"images {tuple(images.shape)}, dest {tuple(dest.shape)} and region "
                          f"{tuple(region.shape)} must align (B x C x H x W and B x H x W)")
-    if kind not in ("binary", "continuous", "logistic"):
-        raise ValueError(f"label kind must be 'binary', 'continuous' or 'logistic', got {kind!r}")
+    if kind not in LABELS:
+        raise ValueError(f"label kind must be one of {LABELS}, got {kind!r}")
     channels = images.shape[1]
     diff_sum = (images - dest).abs().sum(1) * region  # exact: sums of integers
-    m = box_count(diff_sum > tol * channels, 5) > 25 // 2
+    m = binary_median_batch(diff_sum > tol * channels, LABEL_MEDIAN)
     if kind == "binary":
         label = m.float()
     else:

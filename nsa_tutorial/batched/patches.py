@@ -13,6 +13,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .. import patches as P
 from ..config import Config
 from .poisson import _check_float_batch
 
@@ -38,6 +39,12 @@ def box_count(mask: Tensor, size: int) -> Tensor:
     return F.avg_pool2d(padded, size, stride=1, divisor_override=1)[:, 0]
 
 
+def binary_median_batch(mask: Tensor, size: int) -> Tensor:
+    """:func:`nsa_tutorial.patches.binary_median` of a bool B x H x W batch: more than half of the
+    ``size x size`` window set."""
+    return box_count(mask, size) > size * size // 2
+
+
 def object_mask_batch(images: Tensor, background: float, t_brightness: float) -> Tensor:
     """Object pixels (eq. 8) of a float B x C x H x W batch: bool B x H x W.
 
@@ -47,7 +54,7 @@ def object_mask_batch(images: Tensor, background: float, t_brightness: float) ->
     _check_float_batch(images, "images")
     channels = images.shape[1]
     far = (images.sum(1) - channels * background).abs() > channels * t_brightness
-    return box_count(far, 7) > 49 // 2
+    return binary_median_batch(far, P.OBJECT_MEDIAN)
 
 
 def _integral(mask: Tensor) -> Tensor:

@@ -12,6 +12,8 @@ from typing import Tuple
 
 import torch
 
+from ..config import BLEND_MODES
+
 Tensor = torch.Tensor
 
 
@@ -96,8 +98,8 @@ def poisson_rect_batch(dst: Tensor, src: Tensor, rects: Tensor, mode: str = "nor
     if src.shape != dst.shape or rects.shape != (len(dst), 4) or rects.dtype != torch.int64:
         raise ValueError(f"need src of dst's shape {tuple(dst.shape)} and int64 rects of shape "
                          f"({len(dst)}, 4); got {tuple(src.shape)} and {rects.dtype} {tuple(rects.shape)}")
-    if mode not in ("normal", "mixed"):
-        raise ValueError(f"mode must be 'normal' or 'mixed', got {mode!r}")
+    if mode not in BLEND_MODES:
+        raise ValueError(f"mode must be one of {BLEND_MODES}, got {mode!r}")
     shape = (dst.shape[2], dst.shape[3])
     unknowns = _shrink(rects, 1)
     x0, y0, x1, y1 = unknowns.unbind(1)
