@@ -108,6 +108,8 @@ def median_disk(values: np.ndarray, radius: int = DISK_RADIUS,
     more than half of every disk is zero and so is the median.  ``within = (y0, y1, x0, x1)``
     restricts the result further to that box (zero elsewhere).  The reference code's
     float median filter over the whole image is about half its time.
+
+    Batch twin in PyTorch: :func:`~nsa_tutorial.batched.labels.median_disk_batch`.
     """
     if values.dtype != np.uint16 or values.ndim != 2:
         raise ValueError(f"values must be a 2-D uint16 image, got {values.ndim}-D {values.dtype}")
@@ -149,6 +151,8 @@ def make_label(image: np.ndarray, dest: np.ndarray, region: np.ndarray, kind: st
     ``region`` the union of the patch masks (pixels outside can never be labelled).
     The work is done on the bounding box of ``region`` plus a margin wide enough
     for both median filters, which gives the same result as the whole image.
+
+    Batch twin in PyTorch: :func:`~nsa_tutorial.batched.labels.label_batch`.
     """
     if image.shape != dest.shape or region.shape != dest.shape[:2]:
         raise ValueError(f"image {image.shape}, dest {dest.shape} and region {region.shape} must align")

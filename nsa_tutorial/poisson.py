@@ -431,6 +431,8 @@ def clone_rect(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, mode: str = "
     gradients is needed (:func:`_correction_rhs`), and only inside the eroded mask is it
     non-zero.  OpenCV zeroes the source outside the mask; no difference read there
     crosses the mask's edge (the weight is 0 within 3 pixels of it), so that step is not needed.
+
+    Batch twin in PyTorch: :func:`~nsa_tutorial.batched.poisson.poisson_rect_batch`.
     """
     if mode not in BLEND_MODES:
         raise ValueError(f"mode must be one of {BLEND_MODES}, got {mode!r}")

@@ -219,6 +219,8 @@ def make_anomaly(dest: np.ndarray, src: np.ndarray, config: Config,
     sample is normal (all-zero label).  ``backend`` is the Poisson solver:
     ``"fast"`` (default, :func:`nsa_tutorial.poisson.clone_into`) or ``"opencv"``
     (``cv2.seamlessClone``, as the authors' code).
+
+    Batch twin in PyTorch: :func:`~nsa_tutorial.batched.synthesis.make_anomaly_batch`.
     """
     if backend not in SYNTHESIS_BACKENDS:
         raise ValueError(f"backend must be one of {SYNTHESIS_BACKENDS}, got {backend!r}")
@@ -278,6 +280,8 @@ def synthesize(dest: np.ndarray, src: np.ndarray, config: Config,
     >>> image, label = synthesize(a, b, get_config("carpet"), rng)
     >>> image.shape, label.dtype.name
     ((64, 64, 3), 'float32')
+
+    Batch twin in PyTorch: :func:`~nsa_tutorial.batched.synthesis.synthesize_batch`.
     """
     anomaly = make_anomaly(dest, src, config, rng, backend)
     return anomaly.image, anomaly.label
