@@ -13,7 +13,8 @@ whenever a process group of more than one process is running:
   are synthesised from ``(seed, epoch, sample index)``, so every rank makes its own part of
   each batch, seeded by its indices, and together they make exactly the samples of a
   one-process run.  Synthesis on the device (:mod:`nsa_tutorial.batched`) draws from one
-  generator per batch: each rank seeds it differently (:func:`rank_seed`).
+  generator per batch, and DataLoader workers reseed their generators: both are seeded per
+  rank (:func:`nsa_tutorial.train.stream_seed` with ``rank``).
 - BatchNorm statistics are taken over the whole global batch (:func:`wrap`: torch's
   ``SyncBatchNorm`` on GPUs, :class:`SyncBatchNormCPU` on CPUs), DDP averages the gradients,
   and a last, smaller batch split unevenly is weighted by its slice sizes
@@ -29,7 +30,6 @@ import os
 from contextlib import contextmanager
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -100,19 +100,13 @@ def start(requested: Optional[str] = None):
         dist.destroy_process_group()
 
 
-def rank_seed(seed: int) -> int:
-    """``seed`` on rank 0 (so one process is unchanged), another seed per rank otherwise."""
-    r = rank()
-    return seed if r == 0 else int(np.random.SeedSequence([seed, r]).generate_state(1)[0])
-
-
 class ShardSampler(Sampler):
     """This rank's slice of each batch of ``whole`` (a :class:`nsa_tutorial.train._EpochSampler`).
 
     Batch ``s`` of the one-process run is positions ``[s*B, (s+1)*B)`` of the epoch's
     permutation; rank ``r`` of ``W`` takes the r-th of W consecutive slices of it (sizes differing
     by at most one in a last, smaller batch), so that batching this rank's stream by ``B // W``
-    gives exactly its slices.  Keys carry :func:`rank_seed` of the worker seed.
+    gives exactly its slices.
     """
 
     def __init__(self, whole: Sampler, batch_size: int, rank: int, world: int) -> None:
@@ -137,8 +131,7 @@ class ShardSampler(Sampler):
     def __iter__(self):
         keys = list(self.whole)
         for start, stop, _ in map(self._slice, range(self.steps())):
-            for epoch, seed, index in keys[start:stop]:
-                yield epoch, rank_seed(seed), index
+            yield from keys[start:stop]
 
     def loss_weight(self, step: int) -> float:
         """Factor of this rank's mean loss such that DDP's average of the gradients is the gradient
