@@ -18,8 +18,8 @@ whenever a process group of more than one process is running:
 - BatchNorm statistics are taken over the whole global batch (:func:`wrap`: torch's
   ``SyncBatchNorm`` on GPUs, :class:`SyncBatchNormCPU` on CPUs), DDP averages the gradients,
   and a last, smaller batch split unevenly is weighted by its slice sizes
-  (:meth:`ShardSampler.loss_weight`): the update equals a one-process run's up to the order of
-  floating-point sums.
+  (:meth:`ShardSampler.loss_weight`): the gradient equals a one-process run's up to the order of
+  floating-point sums (so a float32 run drifts from it as far as float noise moves any run).
 - Only rank 0 writes ``history.json``, ``checkpoint.pt`` and ``model.pt``.  A checkpoint
   holds the global epoch and the unwrapped model, so a run resumes on any number of processes.
 """
