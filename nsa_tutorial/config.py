@@ -23,6 +23,10 @@ METHODS = ("nsa", "cutpaste", "fpi", "pii")
 LABELS = ("binary", "continuous", "logistic")
 VARIANTS = (None, "A", "B", "C", "D")
 MODES = ("quick", "full")
+#: Eq. 9's clip after resizing: "paper" clips the resized sides to Table 4's bounds, as the
+#: paper's text says; "reference" is the authors' code, which clips the full sides to the
+#: half-width bounds (w_min/2 ... w_max/2) and floors half-widths to whole pixels.
+SIZE_CLIPS = ("paper", "reference")
 
 # Paper Table 4, column for column:
 # n_max, (h_min, h_max), (w_min, w_max), b, t_brightness, t_object, t_overlap,
@@ -86,6 +90,7 @@ class Config:
     label: str = "logistic"
     variant: Optional[str] = None  # Table 7 ablations A-D
     max_tries: int = 200
+    size_clip: str = "paper"  # eq. 9's clip after resizing, see SIZE_CLIPS
     # --- data and augmentation (paper Sec. 4.1) ---
     resize: int = 256
     crop: Optional[int] = 230  # centre crop before the random crop (objects)
@@ -147,6 +152,7 @@ def _validate(c: Config) -> None:
         _check(0 <= c.t_brightness <= 255, f"t_brightness must be in [0, 255], got {c.t_brightness}")
         _check(0 <= c.t_object < 1, f"t_object must be in [0, 1), got {c.t_object}")
         _check(0 <= c.t_overlap < 1, f"t_overlap must be in [0, 1), got {c.t_overlap}")
+    _check(c.size_clip in SIZE_CLIPS, f"size_clip must be one of {SIZE_CLIPS}, got {c.size_clip!r}")
     _check(c.max_tries >= 1, f"max_tries must be >= 1, got {c.max_tries}")
     _check(c.image_size % 32 == 0 and c.image_size >= 32,
            f"image_size must be a positive multiple of 32 (the encoder's stride), got {c.image_size}")

@@ -52,14 +52,14 @@ ELPV_CATEGORIES = ("mono", "poly")
 ELPV_TEST_FRACTION = 0.2  # of the normal cells; all fully defective cells go to the test set
 TEXTURES = ("brick", "grass", "gravel")
 TEXTURE_CATEGORIES = tuple(f"texture_{name}" for name in TEXTURES)
-TEXTURE_DEFECTS = ("scratch", "crack", "hole", "stain", "missing_chunk")
+TEXTURE_DEFECTS = ("scratch", "crack", "hole", "stain", "missing_chunk", "border_chunk")
 TEXTURE_COUNTS = {"train": 60, "good": 20, "defect": 8}  # images per category (defect: per type)
 TEXTURE_SIZE = 256
 # (train normal, test normal, test abnormal) in the paper's rCXR (Sec. 4.3).
 RCXR_PAPER_COUNTS = {"male": (1973, 299, 139), "female": (1641, 244, 123)}
 
 _MARKER = ".nsa_tutorial_complete"
-_CACHE_VERSION = "1"  # bump when a materialised dataset's content changes
+_CACHE_VERSION = "2"  # bump when a materialised dataset's content changes
 _SEED = 20220723  # fixed seed of the embedded datasets' splits and defects
 
 
@@ -424,7 +424,7 @@ def add_texture_defect(image: np.ndarray, defect: str,
     the defect dominates.  Book chapter: *Beyond MVTec AD*.
     """
     painters = {"scratch": _scratch, "crack": _crack, "hole": _hole, "stain": _stain,
-                "missing_chunk": _missing_chunk}
+                "missing_chunk": _missing_chunk, "border_chunk": _border_chunk}
     if defect not in painters:
         raise ValueError(f"defect must be one of {TEXTURE_DEFECTS}, got {defect!r}")
     if image.dtype != np.uint8 or image.ndim != 2:
@@ -501,6 +501,22 @@ def _missing_chunk(grey: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarr
     angles = np.sort(rng.uniform(0, 2 * np.pi, n))
     radii = rng.uniform(10, 28, n)
     points = _centre(grey.shape, rng) + np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
+    points = np.round(points).astype(np.int32)
+    alpha = _canvas_alpha(grey.shape, lambda c: cv2.fillPoly(c, [points], 255, cv2.LINE_AA))
+    return alpha, _contrast(grey, rng) + rng.normal(0, 2, grey.shape).astype(np.float32)
+
+
+def _border_chunk(grey: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """A missing chunk (radius 8-16 px) centred within 3 % of a random edge: a defect in the band
+    that a centre crop (the MVTec AD objects' evaluation protocol) would not see."""
+    h, w = grey.shape
+    n = int(rng.integers(5, 10))
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+    radii = rng.uniform(8, 16, n)
+    along, depth, edge = rng.uniform(0.2, 0.8), rng.uniform(0, 0.03), int(rng.integers(4))
+    centre = [(along * w, depth * h), (along * w, (1 - depth) * h), (depth * w, along * h),
+              ((1 - depth) * w, along * h)][edge]
+    points = np.array(centre) + np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
     points = np.round(points).astype(np.int32)
     alpha = _canvas_alpha(grey.shape, lambda c: cv2.fillPoly(c, [points], 255, cv2.LINE_AA))
     return alpha, _contrast(grey, rng) + rng.normal(0, 2, grey.shape).astype(np.float32)

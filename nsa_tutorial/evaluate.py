@@ -3,9 +3,11 @@
 Book chapter: *Evaluation*.
 
 As the authors evaluate: test images and masks are resized to the evaluation
-resolution (256 in full mode; masks nearest-neighbour).  Object classes are seen
-by the model as their centre ``image_size`` crop and the map is zero-padded back
-to the full resolution before pixel metrics; texture classes are seen whole.
+resolution (256 in full mode; masks nearest-neighbour).  The paper's object classes
+are seen by the model as their centre ``image_size`` crop and the map is zero-padded
+back to the full resolution before pixel metrics; texture classes are seen whole.
+A user's own data (any class not in the paper's Table 4) is always scored whole, so
+that no part of a user's image is silently dropped (:func:`centre_cropped`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,22 @@ from .data import Category, load_test_item, to_tensor
 from .metrics import au_pro, image_auroc, image_scores, pixel_auroc
 
 
+def centre_cropped(config: Config) -> bool:
+    """Whether the model sees only the centre crop of a test image (the map outside is 0).
+
+    That is the paper's protocol for its own classes with a training crop (MVTec AD
+    objects, chest X-rays).  Any other class, a user's own data, is scored whole, even
+    with object settings (``kind="object"``, ``like="bottle"``): the model then sees the
+    whole image resized to ``image_size``.
+    """
+    from .config import TABLE4
+
+    return config.crop is not None and config.name in TABLE4
+
+
 def eval_size(config: Config) -> int:
     """Side of the square images the metrics are computed at (256 for the paper's settings)."""
-    return config.resize if config.crop is not None else config.image_size
+    return config.resize if centre_cropped(config) else config.image_size
 
 
 def _centre(size: int, crop: int) -> slice:
