@@ -57,6 +57,14 @@ TABLE4 = {
 #: moderate logistic curve the paper uses for most textures.
 DEFAULT_SETTINGS = (3, (0.06, 0.80), (0.06, 0.80), _NO_BG, (0.7, 1.3), 7, 1 / 3)
 
+#: The embedded elpv solar cells (``data.ELPV_CATEGORIES``): aligned objects, so they keep the
+#: object settings explicitly, whatever a user's own data gets by default.
+EMBEDDED_OBJECTS = ("mono", "poly")
+#: The kind a user's own data (a name not in Table 4, not embedded, not ``texture_*``) gets
+#: when neither ``kind`` nor ``like`` is given.  Chosen by measurement: see the closing note of
+#: issue 13 and ``benchmarks/results/ab-size-clip-cpu.json``.
+OWN_DATA_KIND = "texture"
+
 LONG_TRAINING = ("hazelnut", "metal_nut", "screw")  # 560 epochs instead of 320
 UNALIGNED = ("bottle", "hazelnut", "metal_nut", "screw")  # random rotation up to 5 degrees
 
@@ -173,7 +181,9 @@ def _kind(name: str) -> str:
         return "texture"
     if name in XRAY:
         return "xray"
-    return "object"
+    if name in OBJECTS or name in EMBEDDED_OBJECTS:
+        return "object"
+    return OWN_DATA_KIND
 
 
 def default_mode(requested: Optional[str] = None) -> str:
@@ -200,13 +210,15 @@ def _scaled_sizes(fields: dict, image_size: int) -> dict:
 def get_config(name: str, *, method: str = "nsa", label: str = "logistic",
                variant: Optional[str] = None, mode: str = "full",
                kind: Optional[str] = None, image_size: Optional[int] = None,
-               **overrides) -> Config:
+               like: Optional[str] = None, **overrides) -> Config:
     """The validated config for a class.
 
     ``name`` is an MVTec AD class (``"bottle"``), ``"rcxr_male"``/``"rcxr_female"``,
     or any other name (your own data, the embedded datasets), which gets
-    :data:`DEFAULT_SETTINGS` and ``kind`` (default ``"object"``; names starting
-    with ``texture_`` are textures).  ``mode="quick"`` shrinks images to 128 px,
+    :data:`DEFAULT_SETTINGS` and ``kind`` (default :data:`OWN_DATA_KIND`; names
+    starting with ``texture_`` are textures, the embedded solar cells objects).
+    ``like="carpet"`` gives a class every setting of that MVTec AD class instead (Table 4,
+    blending mode, augmentation, epochs); only the name stays.  ``mode="quick"`` shrinks images to 128 px,
     batches to 16 and training to 10 epochs so that a laptop CPU runs it.
     ``image_size`` changes the model's input size and scales the resize and
     crop sizes of the paper's augmentation with it (256/224 and 230/224 for
@@ -217,6 +229,9 @@ def get_config(name: str, *, method: str = "nsa", label: str = "logistic",
     """
     _check(isinstance(name, str) and name.strip() != "", f"class name must be a non-empty string, got {name!r}")
     _check(mode in MODES, f"mode must be one of {MODES}, got {mode!r}")
+    if like is not None:
+        return _borrowed(name, like, kind, dict(method=method, label=label, variant=variant, mode=mode,
+                                                image_size=image_size, **overrides))
     kind = kind or _kind(name)
     n_max, (h_min, h_max), (w_min, w_max), (b, tb, tobj, tov), (s_min, s_max), y0, k = \
         TABLE4.get(name, DEFAULT_SETTINGS)
@@ -245,3 +260,28 @@ def get_config(name: str, *, method: str = "nsa", label: str = "logistic",
         fields.update(_scaled_sizes(fields, image_size))
     fields.update(overrides)
     return Config(**fields)
+
+
+def _borrowed(name: str, like: str, kind: Optional[str], arguments: dict) -> Config:
+    """``get_config(like, ...)`` under the name ``name``: every setting of an MVTec AD class."""
+    _check(like in MVTEC_CLASSES, f"like must be an MVTec AD class ({', '.join(MVTEC_CLASSES)}), got {like!r}")
+    _check(kind is None, f"give kind or like, not both (like={like!r} brings kind {_kind(like)!r})")
+    return get_config(like, **arguments).replace(name=name)
+
+
+def describe(config: Config) -> str:
+    """The settings a run uses, in a few lines (printed at the start of training)."""
+    c = config
+    constraints = (f"b {c.background:g}, t_brightness {c.t_brightness:g}, t_object {c.t_object:g}, "
+                   f"t_overlap {c.t_overlap:g}" if c.has_background_constraints else "none")
+    from_where = "Table 4" if c.name in TABLE4 else "own data"
+    return "\n".join([
+        f"settings for {c.name!r} ({from_where}): kind {c.kind}, {c.method} {c.label}"
+        + (f", ablation {c.variant}" if c.variant else ""),
+        f"  patches: n_max {c.n_max}, h {c.h_min:g}-{c.h_max:g}, w {c.w_min:g}-{c.w_max:g}, "
+        f"scale {c.s_min:g}-{c.s_max:g}, size_clip {c.size_clip}, background constraints: {constraints}",
+        f"  blending {c.blend} ({'source' if c.blend == 'normal' else 'mixed'} gradients), "
+        f"logistic y0 {c.y0:g}, k {c.k:.3g}",
+        f"  augmentation: resize {c.resize}, centre crop {c.crop or 'none'}, random crop {c.image_size}, "
+        f"rotation {c.rotation:g} deg, vertical flip {'yes' if c.vflip else 'no'}",
+        f"  training: {c.epochs} epochs, batch {c.batch_size}, mode {c.mode}"])

@@ -191,14 +191,15 @@ def summarise(output: str | Path) -> str:
                          for m in METRICS if all(r.get(m) is not None for r in results)}
                   for name, results in categories.items()}
         for setting, categories in runs.items()}
-    write_json({**summary, "failed": failed, "provenance": provenance()}, output / "results.json",
-               overwrite=True, within=output)
+    clips = _size_clips(runs)
+    write_json({**summary, "failed": failed, "size_clip": clips, "provenance": provenance()},
+               output / "results.json", overwrite=True, within=output)
     parts = []
     for setting, categories in summary.items():
         method = setting  # nsa_logistic, cutpaste, fpi, ...: the paper's column of the same name
         means = {name: {m: v["mean"] for m, v in values.items()} for name, values in categories.items()}
         for metric in METRICS:
-            parts.append(f"### {setting}: {metric}\n")
+            parts.append(f"### {setting}: {metric} (size_clip: {', '.join(clips[setting])})\n")
             if all(n in MVTEC_CLASSES for n in means) and method in MVTEC[metric]:
                 parts.append(results_table(means, metric, method))
             else:
@@ -213,6 +214,13 @@ def summarise(output: str | Path) -> str:
 
     write_text(output / "tables.md", markdown + "\n", overwrite=True, within=output)
     return markdown
+
+
+def _size_clips(runs: dict) -> dict:
+    """The eq. 9 clip (``size_clip``) each setting's runs used; runs from before the option
+    existed used the paper's rule."""
+    return {setting: sorted({(r.get("config") or {}).get("size_clip", "paper") for results in categories.values()
+                             for r in results}) for setting, categories in runs.items()}
 
 
 def _collect_runs(output: Path) -> tuple[dict, list]:
