@@ -194,8 +194,11 @@ def test_accepted_placements_satisfy_the_constraints(bottle_batch):
             assert (h - 2) * (w - 2) >= MIN_POISSON_PIXELS
             f = 0.5 if config.size_clip == "reference" else 1.0  # the authors' half-width bounds
             assert h >= round(f * config.h_min * height) - 1 and w >= round(f * config.w_min * width) - 1  # eq. 9
-            # one factor s resizes both sides (aspect ratio kept, eq. 9), up to rounding
-            assert max((h - 0.5) / sh, (w - 0.5) / sw) <= min((h + 0.5) / sh, (w + 0.5) / sw) or min(h, w) == 3
+            # one factor s resizes both sides (aspect ratio kept, eq. 9), up to rounding (the
+            # authors' rule: s * side lies in [side, side + 2), the half-width floored)
+            below, above = (0, 2) if config.size_clip == "reference" else (0.5, 0.5)
+            assert max((h - below) / sh, (w - below) / sw) <= min((h + above) / sh, (w + above) / sw) \
+                or min(h, w) == 3
             window = dest_obj[y0:y1, x0:x1]
             assert window.mean() > config.t_object  # eq. 11
             patch_obj = cv2.resize(src_obj[sy0:sy1, sx0:sx1].astype(np.float32), (int(w), int(h))) >= 0.5

@@ -310,16 +310,18 @@ def test_resize_scale_distribution(name):
     assert stats.kstest(inner, lambda x: (normal.cdf(x) - lo) / (hi - lo)).pvalue > 1e-3
 
 
-def test_resized_patch_stays_within_size_bounds():
-    """Eq. 9 keeps w' = s w in [w_min W, w_max W] (same for h) when the patch came from eq. 5-6."""
-    rng = np.random.default_rng(14)
+@pytest.mark.parametrize("size_clip", ["paper", "reference"])
+def test_resized_patch_stays_within_size_bounds(size_clip):
+    """Eq. 9 keeps w' = s w in [w_min W, w_max W] (same for h) when the patch came from eq. 5-6;
+    the authors' rule keeps it in half those bounds."""
+    rng, f = np.random.default_rng(14), 0.5 if size_clip == "reference" else 1.0
     for name in ("bottle", "capsule", "zipper", "carpet"):
-        c = get_config(name)
+        c = get_config(name, size_clip=size_clip)
         for _ in range(300):
             h, w = P.sample_patch_size(rng, 128, 128, c)
             s = P.resize_scale(rng, (h, w), (128, 128), c)
-            assert c.w_min * 128 - 1 <= s * w <= c.w_max * 128 + 1 or s * w >= 126 - 1e-9
-            assert c.h_min * 128 - 1 <= s * h <= c.h_max * 128 + 1 or s * h >= 126 - 1e-9
+            assert f * c.w_min * 128 - 1 <= s * w <= f * c.w_max * 128 + 1 or s * w >= 126 - 1e-9
+            assert f * c.h_min * 128 - 1 <= s * h <= f * c.h_max * 128 + 1 or s * h >= 126 - 1e-9
 
 
 def test_ellipse_mask_is_a_non_empty_union_inside_the_patch():
