@@ -101,7 +101,7 @@ def run_one(work: Path, max_steps: int, arm, root, name, seed, config, protocol)
     return record
 
 
-def summary(records: list, args, started: str) -> dict:
+def summary(records: list, args, started: str, origin: dict) -> dict:
     table: dict = {}
     for r in records:
         table.setdefault(r["arm"], {}).setdefault(r["category"], []).append(r)
@@ -123,7 +123,7 @@ def summary(records: list, args, started: str) -> dict:
             "budget": {"mode": "quick", "image_size": 128, "batch_size": 16, "epochs": args.epochs,
                        "max_steps_per_epoch": args.max_steps,
                        "threads": torch.get_num_threads(), "device": "cpu"},
-            "seeds": args.seeds, "started": started, "provenance": provenance(),
+            "seeds": args.seeds, "started": started, "provenance": origin,
             "arms": {"ab_paper": "size_clip='paper', get_config's settings (textures: texture kind; mono: object)",
                      "ab_reference": "size_clip='reference', same settings",
                      "own_object_crop": "textures as own data, old defaults: object settings, centre-crop protocol",
@@ -145,6 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    origin = provenance()  # the code this process runs: its commit when it started
     records = []
     runs = [r for r in plan(args.seeds, args.epochs) if args.only is None or r[0] in args.only]
     for i, run in enumerate(runs[:args.limit]):
@@ -153,7 +154,7 @@ def main() -> None:
         print(f"[{i + 1}/{len(runs)}] {record['arm']} {record['category']} seed {record['seed']}: "
               + ", ".join(f"{m} {record[m]:.3f}" for m in METRICS if record[m] is not None)
               + f" ({record['total_s']} s)", flush=True)
-        write_json(args.json, summary(records, args, started), overwrite=True)
+        write_json(args.json, summary(records, args, started, origin), overwrite=True)
 
 
 if __name__ == "__main__":
