@@ -35,7 +35,9 @@ import numpy as np
 import torch
 
 from nsa_tutorial.config import get_config
-from nsa_tutorial.data import load_category, load_test_item, resolve_data_root
+from nsa_tutorial.layout import load_category, load_test_item
+from nsa_tutorial.sources import resolve_data_root
+from nsa_tutorial.training_set import SyntheticAnomalyDataset
 from nsa_tutorial.evaluate import METRICS, compute_metrics, evaluate, mean_and_se, predict_maps, provenance
 from nsa_tutorial.files import read_result, write_json
 from nsa_tutorial.train import load_model, train
@@ -80,8 +82,6 @@ def run_one(work: Path, max_steps: int, arm, root, name, seed, config, protocol)
     if done is not None and all(done[k] == v for k, v in expected.items()):
         return done
     category = load_category(resolve_data_root(root), name)
-    from nsa_tutorial.data import SyntheticAnomalyDataset
-
     start = time.time()
     dataset = SyntheticAnomalyDataset(category, config, seed=seed)
     # training is only the first part of the run folder: a model from an earlier, other

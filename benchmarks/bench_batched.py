@@ -24,14 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench_synthesis import PHOTOS, TEXTURES, bench, images, pairs_of
+from bench_synthesis import PHOTOS, SKIMAGE_TEXTURES, bench, images, pairs_of
 from nsa_tutorial.batched import make_anomaly_batch
 from nsa_tutorial.config import get_config
 from nsa_tutorial.evaluate import provenance, write_json
 from nsa_tutorial.files import check_output
 from nsa_tutorial.model import build_model
 
-SETTINGS = (("bottle", PHOTOS, 224), ("carpet", TEXTURES, 256))
+SETTINGS = (("bottle", PHOTOS, 224), ("carpet", SKIMAGE_TEXTURES, 256))
 
 
 def batch_of_pairs(pool: list, batch: int, seed: int = 0) -> tuple:

@@ -34,7 +34,9 @@ import torch
 
 import nsa_tutorial.train as nsa_train
 from nsa_tutorial.config import MVTEC_CLASSES, get_config
-from nsa_tutorial.data import SyntheticAnomalyDataset, load_category, resolve_data_root
+from nsa_tutorial.layout import load_category
+from nsa_tutorial.sources import resolve_data_root
+from nsa_tutorial.training_set import SyntheticAnomalyDataset
 from nsa_tutorial.evaluate import provenance, write_json
 from nsa_tutorial.files import check_output
 

@@ -4,6 +4,7 @@
   chapters need nothing beyond this package (Colab has no myst-nb).
 - :func:`on_colab` and :func:`drive_run_root` keep the checkpoints of chapters *Training* and
   *Evaluation* on Google Drive, which outlives a Colab runtime.
+- :func:`ms_per_sample` times synthesis (chapters *Synthetic anomalies* and *Training*).
 - :func:`t4_training_time` says how long a full-mode run takes on a Colab T4 (chapter
   *Training*): from a recorded GPU result when there is one, else an estimate whose
   assumptions it returns with the number.
@@ -141,3 +142,21 @@ def forward_gflops(model, image_size: int) -> float:
         model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
     model.train(was_training)
     return counter.get_total_flops() / 1e9
+
+
+def ms_per_sample(pool, config, n: int = 40, backend: str = "fast", seed: int = 0) -> float:
+    """Mean time of :func:`nsa_tutorial.synthesis.make_anomaly` on ``n`` pairs of different images
+    from ``pool``, in milliseconds, after one warm-up sample (numba loads its compiled kernels)."""
+    import time
+
+    import numpy as np
+
+    from .synthesis import make_anomaly
+
+    rng = np.random.default_rng(seed)
+    pairs = [rng.choice(len(pool), 2, replace=False) for _ in range(n)]
+    make_anomaly(pool[0], pool[1], config, rng, backend)
+    start = time.perf_counter()
+    for d, s in pairs:
+        make_anomaly(pool[d], pool[s], config, rng, backend)
+    return 1000 * (time.perf_counter() - start) / n

@@ -46,7 +46,7 @@ def _config(args, category: str):
 
 
 def _category_folder(data_root: str, name: str) -> Path:
-    from .data import resolve_data_root
+    from .sources import resolve_data_root
 
     return resolve_data_root(data_root) / name
 
@@ -63,12 +63,14 @@ def train_one(data_root: str, config, output: Path, seed: int = 0, device: Optio
               calibration: float = 0.0, target_fpr: float = 0.01) -> Path:
     """Train ``config`` on its category under ``data_root``; returns the path of ``model.pt``.
 
-    The whole category is read first (:func:`nsa_tutorial.data.check_category`): a corrupt test
+    The whole category is read first (:func:`nsa_tutorial.layout.check_category`): a corrupt test
     image or a wrong mask stops the run in seconds, not after training.  ``calibration``: the
     share of normal training images held back to calibrate the threshold at ``target_fpr``
     (:mod:`nsa_tutorial.inference`); 0 trains on all of them (the paper).
     """
-    from .data import SyntheticAnomalyDataset, check_category, load_category, resolve_data_root
+    from .layout import check_category, load_category
+    from .sources import resolve_data_root
+    from .training_set import SyntheticAnomalyDataset
     from .inference import calibrate_checkpoint, calibration_split
     from .train import train
 
@@ -100,7 +102,8 @@ def _print_settings(config) -> None:
 
 def evaluate_one(data_root: str, category_name: str, checkpoint: Path, device: Optional[str] = None) -> dict:
     """Metrics of the model in ``checkpoint`` on the test split of ``category_name``."""
-    from .data import load_category, resolve_data_root
+    from .layout import load_category
+    from .sources import resolve_data_root
     from .evaluate import evaluate
     from .inference import load_calibration
     from .train import load_model, pick_device

@@ -20,9 +20,12 @@ TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
 MVTEC_CLASSES = OBJECTS + TEXTURES
 XRAY = ("rcxr_male", "rcxr_female")
 METHODS = ("nsa", "cutpaste", "fpi", "pii")
-LABELS = ("binary", "continuous", "logistic")
+LABELS = ("binary", "continuous", "logistic")  # label kinds, eq. 13-14 (nsa_tutorial.labels)
+BLEND_MODES = ("normal", "mixed")  # Poisson guidance, eq. 3-4 (nsa_tutorial.poisson)
 VARIANTS = (None, "A", "B", "C", "D")
-MODES = ("quick", "full")
+MODES = ("quick", "full")  # run modes (see default_mode)
+#: The paper's augmentation sizes for objects (Sec. 4.1): resize, centre crop, random crop (input).
+RESIZE, CROP, IMAGE_SIZE = 256, 230, 224
 #: Eq. 9's clip after resizing: "paper" clips the resized sides to Table 4's bounds, as the
 #: paper's text says; "reference" is the authors' code, which clips the full sides to the
 #: half-width bounds (w_min/2 ... w_max/2) and floors half-widths to whole pixels.
@@ -105,9 +108,9 @@ class Config:
     max_tries: int = 200
     size_clip: str = "paper"  # eq. 9's clip after resizing, see SIZE_CLIPS
     # --- data and augmentation (paper Sec. 4.1) ---
-    resize: int = 256
-    crop: Optional[int] = 230  # centre crop before the random crop (objects)
-    image_size: int = 224
+    resize: int = RESIZE
+    crop: Optional[int] = CROP  # centre crop before the random crop (objects)
+    image_size: int = IMAGE_SIZE
     rotation: float = 0.0
     vflip: bool = False
     normalize: str = "imagenet"  # or "none" (chest X-rays)
@@ -147,7 +150,7 @@ def _validate(c: Config) -> None:
     _check(c.method in METHODS, f"method must be one of {METHODS}, got {c.method!r}")
     _check(c.label in LABELS, f"label must be one of {LABELS}, got {c.label!r}")
     _check(c.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {c.variant!r}")
-    _check(c.blend in ("normal", "mixed"), f"blend must be 'normal' or 'mixed', got {c.blend!r}")
+    _check(c.blend in BLEND_MODES, f"blend must be one of {BLEND_MODES}, got {c.blend!r}")
     _check(c.mode in MODES, f"mode must be one of {MODES}, got {c.mode!r}")
     _check(isinstance(c.n_max, int) and c.n_max >= 1, f"n_max must be an integer >= 1, got {c.n_max!r}")
     for axis in ("h", "w"):
@@ -206,9 +209,9 @@ def default_mode(requested: Optional[str] = None) -> str:
 
 def _scaled_sizes(fields: dict, image_size: int) -> dict:
     """Resize and crop sizes scaled with the input size, keeping the paper's ratios."""
-    scale = image_size / fields.get("image_size", 224)
-    crop = fields.get("crop", 230)
-    return dict(image_size=image_size, resize=round(fields.get("resize", 256) * scale),
+    scale = image_size / fields.get("image_size", IMAGE_SIZE)
+    crop = fields.get("crop", CROP)
+    return dict(image_size=image_size, resize=round(fields.get("resize", RESIZE) * scale),
                 crop=None if crop is None else round(crop * scale))
 
 

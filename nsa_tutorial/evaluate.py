@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .config import Config
-from .data import Category, load_test_item, to_tensor
+from .layout import Category, load_test_item
+from .training_set import to_tensor
 from .metrics import au_pro, image_auroc, image_scores, pixel_auroc
 
 
@@ -42,7 +43,7 @@ def eval_size(config: Config) -> int:
     return config.resize if centre_cropped(config) else config.image_size
 
 
-def _centre(size: int, crop: int) -> slice:
+def _centre_slice(size: int, crop: int) -> slice:
     start = (size - crop) // 2
     return slice(start, start + crop)
 
@@ -55,7 +56,7 @@ def predict_maps(model: torch.nn.Module, images: np.ndarray, config: Config,
     Objects: the model sees the centre ``image_size`` crop; the rest of the map is 0.
     """
     n, size = len(images), images.shape[1]
-    window = _centre(size, config.image_size) if size != config.image_size else slice(0, size)
+    window = _centre_slice(size, config.image_size) if size != config.image_size else slice(0, size)
     maps = np.zeros(images.shape[:3], np.float32)
     model.eval()
     for start in range(0, n, batch_size):

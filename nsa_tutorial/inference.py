@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
-from .data import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, Category, read_image, resize_image
+from .layout import Category, IMAGE_SUFFIXES, read_image, resize_image
+from .training_set import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_CALIBRATION_FRACTION = 0.2
 DEFAULT_TARGET_FPR = 0.01
@@ -457,7 +458,7 @@ def _check_output_folder(output: Path) -> None:
 
 
 def _write_one(p: Prediction, folder: Path, vmax: float) -> dict:
-    from .data import _write_png
+    from .layout import _write_png
     from .plotting import overlay_heatmap
 
     overlay = overlay_heatmap(p.image, p.map, vmax=vmax)

@@ -16,9 +16,11 @@ import cv2
 import numpy as np
 from numba import njit
 
+from .config import LABELS
 from .patches import binary_median
 
 DISK_RADIUS = 5
+LABEL_MEDIAN = 5  # side of the square median filter of the binary label (eq. 13)
 
 
 def channel_sum_difference(image: np.ndarray, dest: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -40,7 +42,7 @@ def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def binary_label(diff_sum: np.ndarray, channels: int, tol: float = 1.0) -> np.ndarray:
     """Eq. 13 (binary) with the 5x5 median filter: ``d > tol`` where ``d = diff_sum / C``."""
-    return binary_median(diff_sum > tol * channels, 5)
+    return binary_median(diff_sum > tol * channels, LABEL_MEDIAN)
 
 
 @njit(cache=True, nogil=True)
@@ -106,6 +108,8 @@ def median_disk(values: np.ndarray, radius: int = DISK_RADIUS,
     more than half of every disk is zero and so is the median.  ``within = (y0, y1, x0, x1)``
     restricts the result further to that box (zero elsewhere).  The reference code's
     float median filter over the whole image is about half its time.
+
+    Batch twin in PyTorch: :func:`~nsa_tutorial.batched.labels.median_disk_batch`.
     """
     if values.dtype != np.uint16 or values.ndim != 2:
         raise ValueError(f"values must be a 2-D uint16 image, got {values.ndim}-D {values.dtype}")
@@ -147,11 +151,13 @@ def make_label(image: np.ndarray, dest: np.ndarray, region: np.ndarray, kind: st
     ``region`` the union of the patch masks (pixels outside can never be labelled).
     The work is done on the bounding box of ``region`` plus a margin wide enough
     for both median filters, which gives the same result as the whole image.
+
+    Batch twin in PyTorch: :func:`~nsa_tutorial.batched.labels.label_batch`.
     """
     if image.shape != dest.shape or region.shape != dest.shape[:2]:
         raise ValueError(f"image {image.shape}, dest {dest.shape} and region {region.shape} must align")
-    if kind not in ("binary", "continuous", "logistic"):
-        raise ValueError(f"label kind must be 'binary', 'continuous' or 'logistic', got {kind!r}")
+    if kind not in LABELS:
+        raise ValueError(f"label kind must be one of {LABELS}, got {kind!r}")
     label = np.zeros(region.shape, np.float32)
     box = bounding_box(region)
     if box is None:

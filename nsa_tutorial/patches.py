@@ -16,6 +16,8 @@ import numpy as np
 
 from .config import Config
 
+OBJECT_MEDIAN = 7  # side of the square median filter of the object mask (eq. 8)
+
 Rect = Tuple[int, int, int, int]
 
 GAMMA_SHAPE, GAMMA_SCALE, GAMMA_OFFSET = 2.0, 0.1, 0.06  # eq. 5-6
@@ -29,7 +31,10 @@ def truncated_gamma_fraction(rng: np.random.Generator, lo: float, hi: float, siz
 
 def sample_patch_size(rng: np.random.Generator, height: int, width: int,
                       config: Config) -> Tuple[int, int]:
-    """Patch height and width in pixels from the truncated Gamma of eq. 5-6."""
+    """Patch height and width in pixels from the truncated Gamma of eq. 5-6.
+
+    Batch twin in PyTorch: ``nsa_tutorial.batched.patches._patch_sizes``.
+    """
     h = truncated_gamma_fraction(rng, config.h_min, config.h_max) * height
     w = truncated_gamma_fraction(rng, config.w_min, config.w_max) * width
     return max(int(round(h)), 1), max(int(round(w)), 1)
@@ -49,6 +54,8 @@ def binary_median(mask: np.ndarray, ksize: int) -> np.ndarray:
 
     The median of 0/1 values over a k x k window is 1 exactly when more than half
     of the window is 1; borders are replicated as in ``medianBlur``.
+
+    Batch twin in PyTorch: :func:`~nsa_tutorial.batched.patches.binary_median_batch`.
     """
     counts = cv2.boxFilter(mask.astype(np.uint8), cv2.CV_16U, (ksize, ksize), normalize=False,
                            borderType=cv2.BORDER_REPLICATE)
@@ -62,6 +69,8 @@ def object_mask(image: np.ndarray, background: float, t_brightness: float) -> np
     ``|grey - b| > t_brightness`` (the paper prints ``<``, but the intent, and the
     authors' code, mark pixels far from the background).  A 7x7 median filter then
     removes grain.  Computed on the channel sum, so the test is exact in integers.
+
+    Batch twin in PyTorch: :func:`~nsa_tutorial.batched.patches.object_mask_batch`.
     """
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
@@ -69,7 +78,7 @@ def object_mask(image: np.ndarray, background: float, t_brightness: float) -> np
     grey = image.astype(np.float32)
     total = cv2.transform(grey, np.ones((1, channels))) if channels > 1 else grey
     far = np.abs(total - channels * background) > channels * t_brightness
-    return binary_median(far, 7)
+    return binary_median(far, OBJECT_MEDIAN)
 
 
 def fraction_in_rects(integral: np.ndarray, rects: np.ndarray) -> np.ndarray:
@@ -78,6 +87,8 @@ def fraction_in_rects(integral: np.ndarray, rects: np.ndarray) -> np.ndarray:
     ``integral`` is ``cv2.integral(mask)``; ``rects`` is an ``(N, 4)`` array of
     ``(x0, y0, x1, y1)``.  O(1) per rectangle, so a retry loop can test all its
     candidates at once.
+
+    Batch twin in PyTorch: ``nsa_tutorial.batched.patches._fraction_in_rects``.
     """
     x0, y0, x1, y1 = rects.T
     inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
@@ -93,6 +104,8 @@ def sample_source_rect(rng: np.random.Generator, size: Tuple[int, int], shape: T
     patch may be cut by the image border.  With background constraints the patch
     must satisfy ``|p_s & m_s| / |p_s| > t_object``; only the centre is redrawn, at
     most ``config.max_tries`` times.  Returns ``None`` when no centre passes.
+
+    Batch twin in PyTorch: ``nsa_tutorial.batched.patches._source_rects``.
     """
     (h, w), (height, width) = size, shape
     n = config.max_tries
@@ -120,6 +133,8 @@ def resize_scale(rng: np.random.Generator, patch_hw: Tuple[int, int],
     compares full sides with its half-width bounds: a resized side lies in
     ``[w_min W / 2, w_max W / 2]`` (e.g. at most 0.40 of the image for bottle, 0.12 for
     screw).  :func:`resized_side` turns ``s`` into pixels.
+
+    Batch twin in PyTorch: ``nsa_tutorial.batched.patches._resized_sizes``.
     """
     (h, w), (height, width) = patch_hw, shape
     r = float(np.clip(rng.normal(SCALE_MEAN, SCALE_STD), config.s_min, config.s_max))
@@ -157,6 +172,8 @@ def sample_dest_offset(rng: np.random.Generator, src_obj: Optional[np.ndarray],
     both ``size_clip`` modes.  The authors' code tests the resized *source* patch's object
     fraction instead, which does not depend on the corner: when it fails, every retry
     fails and the patch is skipped.  We do not reproduce that variant.
+
+    Batch twin in PyTorch: ``nsa_tutorial.batched.patches._dest_corners``.
     """
     (ph, pw), (height, width) = src_obj.shape, shape
     if ph > height - 2 or pw > width - 2:  # cannot keep a one-pixel margin

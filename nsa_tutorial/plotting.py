@@ -1,4 +1,4 @@
-"""Figures the chapters share: image grids and heatmap overlays.
+"""Figures the chapters share: image grids, heatmap overlays and the pictures they show.
 
 Book chapters: all (first used in *Poisson image editing*).
 """
@@ -98,3 +98,24 @@ def draw_rects(image: np.ndarray, rects, colour=(255, 0, 0), thickness: int = 1)
     for x0, y0, x1, y1 in rects:
         cv2.rectangle(out, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), colour, thickness)
     return out
+
+
+def square(image: np.ndarray, size: int) -> np.ndarray:
+    """The centred square of a photo, resized to ``size`` x ``size``."""
+    from .layout import resize_image
+
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return resize_image(image[top:top + side, left:left + side], size)
+
+
+def on_canvas(image: np.ndarray, side: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    """``image`` shrunk to ``side`` pixels at a random place on a black ``size`` x ``size`` canvas:
+    an object on a dark background, like MVTec AD's hazelnut, made from any picture."""
+    from .layout import resize_image
+
+    canvas = np.zeros((size, size, 3), np.uint8)
+    y, x = rng.integers(0, size - side + 1, 2)
+    canvas[y:y + side, x:x + side] = resize_image(image, side)
+    return canvas

@@ -66,7 +66,8 @@ from numba import njit
 from scipy.fft import dst, next_fast_len
 from scipy.sparse.linalg import splu
 
-MODES = ("normal", "mixed")
+from .config import BLEND_MODES
+
 BACKENDS = ("numpy", "opencv", "fast")
 _NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # N(p): up, down, left, right
 _CV_FLAGS = {"normal": cv2.NORMAL_CLONE, "mixed": cv2.MIXED_CLONE}
@@ -129,8 +130,8 @@ def guidance_divergence(src: np.ndarray, dst: np.ndarray, mode: str = "normal") 
     (eq. 4).  ``src`` (``g``) and ``dst`` (``f*``) are aligned float arrays of equal
     shape; values on the image border are meaningless (they lack neighbours).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in BLEND_MODES:
+        raise ValueError(f"mode must be one of {BLEND_MODES}, got {mode!r}")
     if src.shape != dst.shape:
         raise ValueError(f"src and dst must have the same shape, got {src.shape} and {dst.shape}")
     total = np.zeros(src.shape)
@@ -212,8 +213,8 @@ def _validate(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, mode: str,
     if not _inner_mask(mask).any():
         raise ValueError("mask is empty: no nonzero pixel inside its 1-pixel frame "
                          "(OpenCV ignores the frame)")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in BLEND_MODES:
+        raise ValueError(f"mode must be one of {BLEND_MODES}, got {mode!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
@@ -430,9 +431,11 @@ def clone_rect(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, mode: str = "
     gradients is needed (:func:`_correction_rhs`), and only inside the eroded mask is it
     non-zero.  OpenCV zeroes the source outside the mask; no difference read there
     crosses the mask's edge (the weight is 0 within 3 pixels of it), so that step is not needed.
+
+    Batch twin in PyTorch: :func:`~nsa_tutorial.batched.poisson.poisson_rect_batch`.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in BLEND_MODES:
+        raise ValueError(f"mode must be one of {BLEND_MODES}, got {mode!r}")
     if min(mask.shape) < 3 or src.shape != dst.shape or src.shape[:2] != mask.shape or src.ndim != 3:
         raise ValueError(f"src {src.shape}, dst {dst.shape} and mask {mask.shape} must align, "
                          "be HxWxC and HxW, and be >= 3x3")

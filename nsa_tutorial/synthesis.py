@@ -3,23 +3,16 @@
 Book chapter: *Synthetic anomalies*.
 
 Each method is composed from the same three pieces: a patch sampler
-(:mod:`nsa_tutorial.patches`), a blend (Poisson editing via OpenCV, copy-paste or
-linear interpolation) and a label (:mod:`nsa_tutorial.labels`).
-
-=========  ==============  ======  =====================  ===========================
-method     source image    resize  placement              blend / label
-=========  ==============  ======  =====================  ===========================
-nsa        other image     yes     shifted, constrained   Poisson / binary, cont., logistic
-cutpaste   same image      no      shifted                copy-paste / binary
-fpi        other image     no      same location          (1-a) dest + a src / a * binary
-pii        other image     no      same location          Poisson, mixed, weights a / a * binary
-=========  ==============  ======  =====================  ===========================
+(:mod:`nsa_tutorial.patches`), a blend (Poisson editing, copy-paste or linear
+interpolation) and a label (:mod:`nsa_tutorial.labels`).  What each method does at each
+step is one table, :data:`METHOD_STEPS`, which the code reads and the book renders.
+The batched twin for NSA is :mod:`nsa_tutorial.batched.synthesis`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -30,7 +23,29 @@ from .labels import make_label
 from .poisson import clone_into
 
 MIN_POISSON_PIXELS = 50  # OpenCV's seamlessClone fails on tiny masks
-BACKENDS = ("fast", "opencv")
+#: Poisson solvers of synthesis: :data:`nsa_tutorial.poisson.BACKENDS` but the slow sparse "numpy" one.
+SYNTHESIS_BACKENDS = ("fast", "opencv")
+
+
+class Steps(NamedTuple):
+    """What one method does at each step of :func:`make_anomaly` (a row of :data:`METHOD_STEPS`)."""
+
+    source: str  # where the patch comes from: "other image" or "same image"
+    resize: bool  # the patch is rescaled (eq. 9)
+    placement: str  # "moved" (eq. 10-12) or "same location"
+    blend: str  # "Poisson", "copy-paste" or "interpolation" ((1 - a) dest + a src)
+    mixed: bool  # Poisson always with mixed gradients (otherwise as config.blend says)
+    factor: bool  # one factor a ~ U(0.05, 0.95) per image weights the blend and the label
+    label: str  # "config.label" (eq. 13-14: binary, continuous or logistic) or "binary" (times a)
+
+
+#: The paper's methods (Tables 5-7) as steps: the code reads this table, the book renders it.
+METHOD_STEPS = {
+    "nsa": Steps("other image", True, "moved", "Poisson", False, False, "config.label"),
+    "cutpaste": Steps("same image", False, "moved", "copy-paste", False, False, "binary"),
+    "fpi": Steps("other image", False, "same location", "interpolation", False, True, "binary"),
+    "pii": Steps("other image", False, "same location", "Poisson", True, True, "binary"),
+}
 
 
 @dataclass
@@ -120,14 +135,15 @@ def _blend(image, patch, region, poisson_mask, corner, config: Config, factor: f
     """Blend ``patch`` into ``image`` at ``corner``; ``None`` if the blend fails."""
     x0, y0 = corner
     h, w = patch.shape[:2]
-    if config.method in ("nsa", "pii"):
-        mask = poisson_mask.astype(np.uint8) * (255 if config.method == "nsa" else int(np.ceil(factor * 255)))
+    steps = METHOD_STEPS[config.method]
+    if steps.blend == "Poisson":
+        mask = poisson_mask.astype(np.uint8) * (int(np.ceil(factor * 255)) if steps.factor else 255)
         mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = 0  # avoids artefacts at the rectangle's edge
-        mixed = config.method == "pii" or config.blend == "mixed"
+        mixed = steps.mixed or config.blend == "mixed"
         return _seamless(patch, image, mask, corner, "mixed" if mixed else "normal", backend)
     out = image.copy()
     window = out[y0:y0 + h, x0:x0 + w]
-    if config.method == "cutpaste":
+    if steps.blend == "copy-paste":
         window[region] = patch[region]
     else:  # fpi: linear interpolation with one factor per image
         mixed = (1 - factor) * window.astype(np.float64) + factor * patch.astype(np.float64)
@@ -135,11 +151,11 @@ def _blend(image, patch, region, poisson_mask, corner, config: Config, factor: f
     return out
 
 
-def _add_patch(image, src, masks, config: Config, factor: float, rng, backend: str):
-    """Sample, place and blend one patch. Returns (image, region, src_rect, dest_rect) or None."""
-    height, width = image.shape[:2]
-    src_obj, dest_obj, src_integral, dest_integral = masks
-    constrained = src_obj is not None
+def _source_patch(src, src_obj, src_integral, config: Config, rng):
+    """Steps 1-2: sample the source rectangle (eq. 5-7) and resize it (eq. 9).
+
+    Returns ``(src_rect, patch, patch_obj)`` (``patch_obj``: the patch's object pixels) or None."""
+    height, width = src.shape[:2]
     if config.variant == "C":
         ph, pw = P.sample_cutpaste_size(rng, height, width)
         x0, y0 = int(rng.integers(0, width - pw + 1)), int(rng.integers(0, height - ph + 1))
@@ -151,15 +167,27 @@ def _add_patch(image, src, masks, config: Config, factor: float, rng, backend: s
             return None
     sx0, sy0, sx1, sy1 = src_rect
     patch = src[sy0:sy1, sx0:sx1]
-    patch_obj = src_obj[sy0:sy1, sx0:sx1] if constrained else np.ones(patch.shape[:2], bool)
-    if config.method == "nsa" and config.variant != "C":
+    patch_obj = src_obj[sy0:sy1, sx0:sx1] if src_obj is not None else np.ones(patch.shape[:2], bool)
+    if METHOD_STEPS[config.method].resize and config.variant != "C":
         s = P.resize_scale(rng, patch.shape[:2], (height, width), config)
         new_size = (P.resized_side(s, patch.shape[1], config), P.resized_side(s, patch.shape[0], config))
         patch = cv2.resize(patch, new_size, interpolation=cv2.INTER_LINEAR)
         patch_obj = cv2.resize(patch_obj.astype(np.float32), new_size, interpolation=cv2.INTER_LINEAR) >= 0.5
+    return src_rect, patch, patch_obj
+
+
+def _add_patch(image, src, masks, config: Config, factor: float, rng, backend: str):
+    """Sample, place and blend one patch. Returns (image, region, src_rect, dest_rect) or None."""
+    height, width = image.shape[:2]
+    src_obj, dest_obj, src_integral, dest_integral = masks
+    constrained = src_obj is not None
+    source = _source_patch(src, src_obj, src_integral, config, rng)
+    if source is None:
+        return None
+    src_rect, patch, patch_obj = source
     ph, pw = patch.shape[:2]
-    if config.method in ("fpi", "pii"):
-        corner = (sx0, sy0)  # same location in the destination
+    if METHOD_STEPS[config.method].placement == "same location":
+        corner = src_rect[:2]  # same location in the destination
     else:
         corner = P.sample_dest_offset(rng, patch_obj, (height, width), config, dest_obj, dest_integral)
         if corner is None:
@@ -191,17 +219,20 @@ def make_anomaly(dest: np.ndarray, src: np.ndarray, config: Config,
     sample is normal (all-zero label).  ``backend`` is the Poisson solver:
     ``"fast"`` (default, :func:`nsa_tutorial.poisson.clone_into`) or ``"opencv"``
     (``cv2.seamlessClone``, as the authors' code).
+
+    Batch twin in PyTorch: :func:`~nsa_tutorial.batched.synthesis.make_anomaly_batch`.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in SYNTHESIS_BACKENDS:
+        raise ValueError(f"backend must be one of {SYNTHESIS_BACKENDS}, got {backend!r}")
     dest3, src3 = _check_inputs(dest, src, config, rng)
-    if config.method == "cutpaste":
+    steps = METHOD_STEPS[config.method]
+    if steps.source == "same image":
         src3 = dest3
     masks = (None,) * 4  # object masks and their integral images, once per image pair
     if config.has_background_constraints:
         objects = [P.object_mask(img, config.background, config.t_brightness) for img in (src3, dest3)]
         masks = (*objects, *(cv2.integral(obj.astype(np.uint8)) for obj in objects))
-    factor = float(rng.uniform(0.05, 0.95)) if config.method in ("fpi", "pii") else 1.0
+    factor = float(rng.uniform(0.05, 0.95)) if steps.factor else 1.0
     result = Anomaly(dest3.copy(), np.zeros(dest3.shape[:2], np.float32), np.zeros(dest3.shape[:2], bool))
     for i in range(config.n_max):
         if i > 0 and rng.random() < 0.5:
@@ -221,7 +252,7 @@ def make_anomaly(dest: np.ndarray, src: np.ndarray, config: Config,
 
 
 def _label(result: Anomaly, dest3: np.ndarray, config: Config, factor: float) -> np.ndarray:
-    if config.method == "nsa":
+    if METHOD_STEPS[config.method].label == "config.label":
         return make_label(result.image, dest3, result.region, config.label, config.y0, config.k)
     binary = make_label(result.image, dest3, result.region, "binary")
     return (factor * binary).astype(np.float32)  # cutpaste: factor 1; fpi, pii: the interpolation factor
@@ -249,6 +280,8 @@ def synthesize(dest: np.ndarray, src: np.ndarray, config: Config,
     >>> image, label = synthesize(a, b, get_config("carpet"), rng)
     >>> image.shape, label.dtype.name
     ((64, 64, 3), 'float32')
+
+    Batch twin in PyTorch: :func:`~nsa_tutorial.batched.synthesis.synthesize_batch`.
     """
     anomaly = make_anomaly(dest, src, config, rng, backend)
     return anomaly.image, anomaly.label

@@ -49,6 +49,24 @@ PROGRESS_EVERY = 2.0
 _GPU_PATH_ON_CPU = False
 #: The clock of the checkpoint policy (tests replace it).
 _now = time.monotonic
+#: The random streams of a run, each with its own id in the key of :func:`stream_seed`.
+STREAMS = {"shuffle": 0, "synthesis": 1, "worker": 2}
+
+
+def stream_seed(seed: int, epoch: int, stream: str, rank: int = 0, worker: int = 0) -> int:
+    """The 64-bit seed of one random stream of a run: the shuffle order of an epoch, the batched
+    synthesis generator of an epoch, or a DataLoader worker's generators in an epoch.
+
+    Derived with :class:`numpy.random.SeedSequence` from the whole key ``(seed, epoch, stream id,
+    rank, worker)``, always five words long (SeedSequence pads a shorter key with zeros, so keys of
+    different lengths could meet), so distinct keys give unrelated streams whatever the numbers:
+    unlike ``seed * 1000 + epoch``, which gave epoch 500's shuffle the seed of epoch 0's synthesis.
+    ``rank``: the process of a multi-process run (0 for one process).
+    """
+    key = (seed, epoch, STREAMS[stream], rank, worker)
+    if any(not isinstance(k, (int, np.integer)) or k < 0 for k in key):
+        raise ValueError(f"seed, epoch, rank and worker must be non-negative integers, got {key}")
+    return int(np.random.SeedSequence(tuple(int(k) for k in key)).generate_state(1, np.uint64)[0])
 
 
 class _Parts(NamedTuple):
@@ -131,7 +149,7 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
     ``synthesis_on_device``: make the anomalies for a whole batch on the training device
     (:mod:`nsa_tutorial.batched`) instead of one by one in the DataLoader workers.  By
     default on when training on CUDA with a dataset that can hand out raw image pairs
-    (:class:`nsa_tutorial.data.SyntheticAnomalyDataset`) and a method the batched path
+    (:class:`nsa_tutorial.training_set.SyntheticAnomalyDataset`) and a method the batched path
     implements (NSA; ablations A and B).
 
     ``epochs`` stops the run after that many epochs in total (default ``config.epochs``);
@@ -153,14 +171,14 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
     on_device = _synthesis_on_device(config, train_set, device, synthesis_on_device)
     synthesis_generator = torch.Generator()
     prepare = partial(_synthesise, config=config, device=device, generator=synthesis_generator)
-    loader = _loader(train_set, config.batch_size, num_workers, device)
+    loader = _loader(_RawPairs(train_set) if on_device else train_set, config.batch_size, num_workers, device)
     saved, last_save = start, _now()
     try:
         with _StopOnSignal() as stop_request:
             for epoch in range(start, stop):
                 # Shuffle order and worker seeds depend on (seed, epoch) only: resumable.
-                loader.sampler.set_epoch(epoch, seed * 1000 + epoch)
-                synthesis_generator.manual_seed(seed * 1000 + epoch + 500)
+                loader.sampler.set_epoch(epoch, seed)
+                synthesis_generator.manual_seed(stream_seed(seed, epoch, "synthesis"))
                 if hasattr(train_set, "set_epoch"):
                     train_set.set_epoch(epoch)
                 lr = parts.optimizer.param_groups[0]["lr"]
@@ -184,8 +202,6 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
         raise
     finally:
         del loader  # its persistent workers end now, not when a kept traceback is freed
-        if on_device:
-            train_set.pairs_only = False
     atomic_write(output_dir / "model.pt", lambda tmp: torch.save(_model_file(parts, config, history), tmp))
     return history
 
@@ -215,14 +231,14 @@ def _check_train_args(config: Config, train_set: Dataset, epochs: Optional[int],
 
 def _synthesis_on_device(config: Config, train_set: Dataset, device: torch.device,
                          requested: Optional[bool]) -> bool:
-    """Whether to synthesise batches on the device; sets the dataset to hand out raw pairs."""
-    supported = hasattr(train_set, "pairs_only") and config.method == "nsa" and config.variant in (None, "A", "B")
+    """Whether to synthesise batches on the device (from the dataset's ``raw_pair``)."""
+    from nsa_tutorial.batched import supports
+
+    supported = hasattr(train_set, "raw_pair") and supports(config)
     if requested and not supported:
         raise ValueError("synthesis_on_device needs a SyntheticAnomalyDataset and method 'nsa' with variant "
                          f"None, 'A' or 'B'; got {type(train_set).__name__}, {config.method!r}, {config.variant!r}")
     use = supported and (device.type == "cuda" if requested is None else requested)
-    if use:
-        train_set.pairs_only = True
     print(f"Synthesis: {'batched on ' + str(device) if use else 'one sample at a time in the DataLoader'}.")
     return use
 
@@ -230,11 +246,28 @@ def _synthesis_on_device(config: Config, train_set: Dataset, device: torch.devic
 def _synthesise(batch, config: Config, device: torch.device, generator: torch.Generator):
     """(dest, src) uint8 pairs -> (normalised images, labels) made on ``device`` in one go."""
     from nsa_tutorial.batched import synthesize_batch
-    from nsa_tutorial.data import normalize_batch
+    from nsa_tutorial.training_set import normalize_batch
 
     dest, src = (t.to(device, non_blocking=True) for t in batch)
     images, labels = synthesize_batch(dest, src, config, generator)
     return normalize_batch(images, config.normalize), labels[:, None]
+
+
+class _RawPairs(Dataset):
+    """``dataset``'s augmented uint8 ``(dest, src)`` pairs (its ``raw_pair``), for synthesis on the
+    training device; the dataset itself is left as it is."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int):
+        return self.dataset.raw_pair(index)
 
 
 class _StopOnSignal:
@@ -263,7 +296,7 @@ class _StopOnSignal:
 
 
 class _EpochSampler(Sampler):
-    """Shuffled indices of one epoch, each as ``(epoch, worker_seed, index)``.
+    """Shuffled indices of one epoch, each as ``(epoch, seed, index)`` (``seed``: the run's).
 
     Persistent DataLoader workers keep their own copy of the dataset for the whole run, so
     ``set_epoch`` in the main process does not reach them: the epoch travels with every index.
@@ -279,7 +312,8 @@ class _EpochSampler(Sampler):
         return self.n
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
+        shuffle = stream_seed(self.seed, self.epoch, "shuffle")
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(shuffle))
         return ((self.epoch, self.seed, i) for i in order.tolist())
 
 
@@ -301,7 +335,7 @@ class _EpochDataset(Dataset):
             self.epoch = epoch
             if hasattr(self.dataset, "set_epoch"):
                 self.dataset.set_epoch(epoch)
-            worker_seed = seed * 1000 + worker.id
+            worker_seed = stream_seed(seed, epoch, "worker", worker=worker.id)
             random.seed(worker_seed)
             np.random.seed(worker_seed % 2**32)
             torch.manual_seed(worker_seed)
@@ -474,7 +508,7 @@ def _resume_point(output_dir: Path, parts: _Parts, config: Config, resume: bool)
 
 def data_fingerprint(train_set: Dataset) -> dict:
     """The training data's identity: its size, and the names and sizes of its files if the dataset
-    reports them (``train_set.files()``, as :class:`nsa_tutorial.data.SyntheticAnomalyDataset`).
+    reports them (``train_set.files()``, as :class:`nsa_tutorial.training_set.SyntheticAnomalyDataset`).
     Modification times are left out: a copy of the data changes them, not the data."""
     files = train_set.files() if callable(getattr(train_set, "files", None)) else None
     return {"samples": len(train_set), "files": None if files is None else [[n, int(s)] for n, s in files]}

@@ -143,7 +143,7 @@ def _copy_category(tmp_path, name="texture_grass"):
     """A private copy of an embedded texture category, as data root/name, to damage."""
     import shutil
 
-    from nsa_tutorial.data import resolve_data_root
+    from nsa_tutorial.sources import resolve_data_root
 
     root = tmp_path / "data"
     shutil.copytree(resolve_data_root("textures") / name, root / name)

@@ -156,7 +156,7 @@ def test_unknown_names_get_default_settings():
 
 
 def test_embedded_objects_are_the_elpv_categories():
-    from nsa_tutorial.data import ELPV_CATEGORIES
+    from nsa_tutorial.sources import ELPV_CATEGORIES
 
     assert C.EMBEDDED_OBJECTS == ELPV_CATEGORIES
 
@@ -216,7 +216,7 @@ def test_config_is_frozen_and_replace_validates():
     (dict(k=0.0), r"k \(logistic steepness\) must be > 0"),
     (dict(image_size=100), r"image_size must be a positive multiple of 32.*got 100"),
     (dict(max_tries=0), r"max_tries must be >= 1"),
-    (dict(blend="poisson"), r"blend must be 'normal' or 'mixed', got 'poisson'"),
+    (dict(blend="poisson"), r"blend must be one of \('normal', 'mixed'\), got 'poisson'"),
     (dict(method="draem"), r"method must be one of .*'nsa'.*got 'draem'"),
     (dict(label="soft"), r"label must be one of .*'logistic'.*got 'soft'"),
     (dict(variant="E"), r"variant must be one of .*got 'E'"),

@@ -102,7 +102,8 @@ def test_border_defects_are_found_whole_and_lost_with_the_centre_crop(tmp_path):
     """The embedded textures' border defects: scored whole (a user's own data), the detector
     finds them; with the paper's object protocol (centre crop, map zero-padded) a large part
     of each defect lies where the map is 0, and the pixel AUROC on them falls."""
-    from nsa_tutorial.data import load_category, resolve_data_root
+    from nsa_tutorial.layout import load_category
+    from nsa_tutorial.sources import resolve_data_root
     from nsa_tutorial.evaluate import centre_cropped, load_test_set
 
     category = load_category(resolve_data_root("textures", cache_dir=tmp_path), "texture_gravel")

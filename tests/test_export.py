@@ -12,7 +12,9 @@ onnx = pytest.importorskip("onnx")
 
 from nsa_tutorial.cli import main  # noqa: E402
 from nsa_tutorial.config import get_config  # noqa: E402
-from nsa_tutorial.data import SyntheticAnomalyDataset, load_category, load_test_item, resolve_data_root  # noqa: E402
+from nsa_tutorial.layout import load_category, load_test_item  # noqa: E402
+from nsa_tutorial.sources import resolve_data_root
+from nsa_tutorial.training_set import SyntheticAnomalyDataset
 from nsa_tutorial.export import PARITY_ATOL, export_onnx, read_metadata  # noqa: E402
 from nsa_tutorial.inference import (calibrate_checkpoint, calibration_split, load_calibration,  # noqa: E402
                                     load_predictor)

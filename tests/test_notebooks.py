@@ -24,7 +24,7 @@ $$
 a = b
 $$ (bce)
 
-```{literalinclude} ../nsa_tutorial/data.py
+```{literalinclude} ../nsa_tutorial/training_set.py
 :pyobject: SyntheticAnomalyDataset.pair
 :language: python
 ```

@@ -10,7 +10,9 @@ import torch
 
 from nsa_tutorial.cli import main
 from nsa_tutorial.config import get_config
-from nsa_tutorial.data import SyntheticAnomalyDataset, load_category, resolve_data_root
+from nsa_tutorial.layout import load_category
+from nsa_tutorial.sources import resolve_data_root
+from nsa_tutorial.training_set import SyntheticAnomalyDataset
 from nsa_tutorial.evaluate import decision_metrics, predict_maps
 from nsa_tutorial.inference import (ScoringModel, calibrate, calibrate_checkpoint, calibration_split, load_calibration,
                                     load_predictor, parse_threshold, predict, resolve_thresholds,

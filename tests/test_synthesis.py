@@ -9,7 +9,7 @@ from scipy import stats
 
 from nsa_tutorial import patches as P
 from nsa_tutorial.config import METHODS, get_config
-from nsa_tutorial.synthesis import BACKENDS, _seamless, make_anomaly, synthesize
+from nsa_tutorial.synthesis import SYNTHESIS_BACKENDS as BACKENDS, _seamless, make_anomaly, synthesize
 
 VARIANTS = (None, "A", "B", "C", "D")
 
@@ -419,3 +419,27 @@ def test_unknown_backend_raises(real_image):
     with pytest.raises(ValueError, match="backend must be one of .*got 'gpu'"):
         make_anomaly(dest, src, get_config("carpet"), np.random.default_rng(0), backend="gpu")
 
+
+
+def test_each_method_does_what_its_row_of_the_method_table_says(real_image):
+    """METHOD_STEPS is the table the code reads: each row's placement, resize, factor and label
+    show in the samples (moved or not, resized or not, labels 0/1 or 0/a)."""
+    from nsa_tutorial.synthesis import METHOD_STEPS
+
+    assert tuple(METHOD_STEPS) == METHODS
+    dest, src = real_image("coffee", 96), real_image("astronaut", 96)
+    for method, steps in METHOD_STEPS.items():
+        config = get_config("carpet", method=method, label="binary", image_size=96)
+        moved = resized = 0
+        values = set()
+        for seed in range(30):
+            a = make_anomaly(dest, src, config, np.random.default_rng(seed))
+            for (sx0, sy0, sx1, sy1), (dx0, dy0, dx1, dy1) in zip(a.source_rects, a.dest_rects):
+                moved += (sx0, sy0) != (dx0, dy0)
+                resized += (sx1 - sx0, sy1 - sy0) != (dx1 - dx0, dy1 - dy0)
+            values |= set(np.unique(a.label[a.label > 0]).tolist())
+        assert (moved > 0) == (steps.placement == "moved"), method
+        assert (resized > 0) == steps.resize, method
+        assert (len(values) > 1) == steps.factor and values, method  # one a per image, or only 1
+        if not steps.factor:
+            assert values == {1.0}, method

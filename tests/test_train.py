@@ -271,7 +271,9 @@ def test_bad_arguments_are_rejected(tmp_path, kwargs, message):
 
 def _texture_dataset(tmp_path, **config_changes):
     from nsa_tutorial.config import get_config
-    from nsa_tutorial.data import SyntheticAnomalyDataset, load_category, resolve_data_root
+    from nsa_tutorial.layout import load_category
+    from nsa_tutorial.sources import resolve_data_root
+    from nsa_tutorial.training_set import SyntheticAnomalyDataset
 
     category = load_category(resolve_data_root("textures", cache_dir=tmp_path / "cache"), "texture_grass")
     category.train = category.train[:8]
@@ -286,7 +288,8 @@ def test_synthesis_on_the_training_device_trains_on_real_anomalies(tmp_path, cap
     assert "Synthesis: batched on cpu" in capsys.readouterr().out
     assert history["normal_fraction"][0] < 0.5  # the batches carried synthetic anomalies
     assert np.isfinite(history["loss"][0])
-    assert dataset.pairs_only is False  # the dataset is handed back as it was
+    image, label = dataset[0]  # the dataset is left as it was: it still makes (image, label) samples
+    assert image.dtype == label.dtype == torch.float32 and label.shape[0] == 1
 
 
 def test_synthesis_on_device_refuses_methods_it_does_not_implement(tmp_path):
@@ -334,7 +337,7 @@ class EpochDataset(Dataset):
 def _epochs_of(loader, epochs) -> list:
     items = []
     for epoch in epochs:
-        loader.sampler.set_epoch(epoch, 1000 + epoch)
+        loader.sampler.set_epoch(epoch, 1)
         if loader.num_workers == 0:
             loader.dataset.dataset.set_epoch(epoch)  # as train() does in the main process
         items.append([(batch, pids.tolist()) for batch, pids in loader])
@@ -435,7 +438,8 @@ def test_resume_refuses_a_checkpoint_of_another_package_version(one_epoch, monke
 
 def test_data_fingerprint_ignores_modification_times(tmp_path):
     """Names and sizes, not mtimes: a copied dataset is the same data and resumes."""
-    from nsa_tutorial.data import Category, SyntheticAnomalyDataset
+    from nsa_tutorial.layout import Category
+    from nsa_tutorial.training_set import SyntheticAnomalyDataset
 
     src = tmp_path / "data" / "cat" / "train" / "good"
     src.mkdir(parents=True)
@@ -496,3 +500,26 @@ def test_unsafe_pickles_are_refused_without_torchs_weights_only_advice(tmp_path)
 class EvilPayload:
     def __reduce__(self):
         return (exec, ("raise SystemExit('code ran')",))
+
+
+def test_old_stream_seeds_collided_and_stream_seed_keeps_every_stream_apart():
+    """The old seeds (``seed * 1000 + epoch`` for the shuffle, ``+ 500`` for synthesis) gave epoch
+    500's shuffle the seed of epoch 0's synthesis (the 560-epoch classes reach it); the streams of
+    :func:`stream_seed` are distinct over seeds x epochs x streams x workers x ranks, and distinct
+    from the training set's per-sample keys ``[seed, epoch, index]``."""
+    old_shuffle, old_synthesis = (lambda s, e: s * 1000 + e), (lambda s, e: s * 1000 + e + 500)
+    assert old_shuffle(0, 500) == old_synthesis(0, 0) and old_shuffle(3, 560) == old_synthesis(3, 60)
+    from nsa_tutorial.train import STREAMS, stream_seed
+
+    assert stream_seed(0, 500, "shuffle") != stream_seed(0, 0, "synthesis")
+    keys = [(seed, epoch, stream, rank, worker) for seed in range(4) for epoch in range(0, 600, 7)
+            for stream in STREAMS for rank in range(2) for worker in (range(3) if stream == "worker" else [0])]
+    seeds = {stream_seed(*key) for key in keys}
+    assert len(seeds) == len(keys)
+    samples = {int(np.random.SeedSequence([s, e, i]).generate_state(1, np.uint64)[0])
+               for s in range(4) for e in range(0, 600, 7) for i in range(3)}
+    assert not seeds & samples
+    with pytest.raises(ValueError, match="non-negative"):
+        stream_seed(-1, 0, "shuffle")
+    with pytest.raises(KeyError):
+        stream_seed(0, 0, "no such stream")
