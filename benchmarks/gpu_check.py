@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py synthesis PART.json   # batched synthesis throughput on CUDA
     python benchmarks/gpu_check.py merge PARTS_DIR       # parts -> benchmarks/results/gpu-check-<gpu>.json
+    python benchmarks/gpu_check.py ab_size_clip PART.json  # optional: full-mode size_clip A/B ($NSA_MVTEC_ROOT)
 
 ``merge`` puts whatever parts exist into one file with provenance (GPU, commit, date), the
 projected full-mode training time of MVTec AD (:func:`bench_training.projected_minutes`) and the
@@ -42,6 +43,34 @@ def synthesis(path: Path) -> None:
     result["train_step_batch_64_s"] = time_train_step(config, 64, cuda)
     result["peak_memory_mb"] = torch.cuda.max_memory_allocated(cuda) / 2**20
     write_json(result, path)
+
+
+AB_CLASSES = ("screw", "capsule", "pill", "carpet")  # where the two rules differ most, and a texture
+
+
+def ab_size_clip(path: Path, cli=None) -> None:
+    """The size_clip A/B in full mode on MVTec AD ($NSA_MVTEC_ROOT): ``reproduce`` once per rule
+    (resumable, one output folder per rule under $NSA_AB_OUTPUT), then the summaries of both."""
+    from nsa_tutorial.cli import main
+    from nsa_tutorial.config import SIZE_CLIPS
+
+    root = os.environ.get("NSA_MVTEC_ROOT")
+    if not root or not Path(root).is_dir():
+        print("ab_size_clip skipped: set NSA_MVTEC_ROOT to an MVTec AD folder to run the full-mode size_clip A/B "
+              f"({', '.join(AB_CLASSES)})" + (f"; {root} is not a folder" if root else ""))
+        return
+    cli, out = cli or main, Path(os.environ.get("NSA_AB_OUTPUT", "runs/ab_size_clip"))
+    seeds = os.environ.get("NSA_AB_SEEDS", "0 1 2").split()
+    workers = str(min(os.cpu_count() or 1, 16))
+    result = {"classes": list(AB_CLASSES), "seeds": seeds, "mode": "full", "output": str(out)}
+    for clip in SIZE_CLIPS:
+        folder = out / clip
+        code = cli(["reproduce", "--data-root", root, "--categories", *AB_CLASSES, "--seeds", *seeds,
+                    "--mode", "full", "--size-clip", clip, "--workers", workers, "--output", str(folder)])
+        summary = json.loads((folder / "results.json").read_text()) if (folder / "results.json").exists() else {}
+        result[clip] = {"exit_code": code, "size_clip": summary.get("size_clip"),
+                        "nsa_logistic": summary.get("nsa_logistic", {}), "failed": summary.get("failed", [])}
+        write_json(result, path, overwrite=True)
 
 
 def _plain_s_per_image(part: dict, n: int) -> float | None:
@@ -86,6 +115,7 @@ def merge(parts_dir: Path) -> Path:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("synthesis", "merge"):
-        sys.exit("usage: gpu_check.py synthesis PART.json | merge PARTS_DIR")
-    synthesis(Path(sys.argv[2])) if sys.argv[1] == "synthesis" else merge(Path(sys.argv[2]))
+    COMMANDS = {"synthesis": synthesis, "merge": merge, "ab_size_clip": ab_size_clip}
+    if len(sys.argv) != 3 or sys.argv[1] not in COMMANDS:
+        sys.exit("usage: gpu_check.py synthesis PART.json | merge PARTS_DIR | ab_size_clip PART.json")
+    COMMANDS[sys.argv[1]](Path(sys.argv[2]))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-shot GPU check, at most about 7 minutes on one GPU (each part has its own timeout), no network:
+# One-shot GPU check, at most about 7 minutes on one GPU (each part has its own timeout; the optional
+# part 4 adds its own limit), no network:
 #
 #     bash benchmarks/gpu_check.sh
 #
@@ -10,7 +11,12 @@
 #   2. full-mode training runs, short but complete schedules, with the time split of
 #      bench_training.py, with and without synthesis on the GPU, peak GPU memory:
 #      bottle settings at 224 px on 209 and 418 images, carpet settings at 256 px on 280;
-#   3. the projected training time of one MVTec AD class and of all 15 (config's epochs).
+#   3. the projected training time of one MVTec AD class and of all 15 (config's epochs);
+#   4. OPTIONAL, only when NSA_MVTEC_ROOT names an MVTec AD folder (skipped with a message
+#      otherwise): the size_clip A/B in full mode, "paper" against "reference", on screw,
+#      capsule, pill and carpet (seeds $NSA_AB_SEEDS, default "0 1 2"), with `reproduce` into
+#      $NSA_AB_OUTPUT (default runs/ab_size_clip).  That is hours, not minutes: it runs under
+#      its own limit ($NSA_AB_SECONDS, default 600) and resumes where it stopped when run again.
 # Each part runs under its own timeout; the JSON is written after every part, so a part that
 # fails or runs out of time leaves the others' numbers.  Without a GPU it stops at once.
 set -u
@@ -48,4 +54,5 @@ part train_224 180 "$PYTHON" benchmarks/bench_training.py --device cuda --class 
     --images 209 418 --epochs 8 --workers "$WORKERS" --synthesis both --json "$PARTS/train_224.json"
 part train_256 120 "$PYTHON" benchmarks/bench_training.py --device cuda --class carpet --image-size 256 \
     --images 140 280 --epochs 8 --workers "$WORKERS" --synthesis device --json "$PARTS/train_256.json"
+part ab_size_clip "${NSA_AB_SECONDS:-600}" "$PYTHON" benchmarks/gpu_check.py ab_size_clip "$PARTS/ab_size_clip.json"
 exit $status

@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import LABELS, METHODS, MODES, MVTEC_CLASSES, default_mode, get_config
+from .config import LABELS, METHODS, MODES, MVTEC_CLASSES, SIZE_CLIPS, default_mode, get_config
 from .files import check_output, plain_name
 
 #: Numeric options and their ranges (inclusive; None: unbounded), checked when parsed.
@@ -41,9 +41,11 @@ class SweepFailed(RuntimeError):
 
 
 def _config(args, category: str):
-    overrides = {key: getattr(args, key) for key in ("epochs", "batch_size") if getattr(args, key) is not None}
+    overrides = {key: getattr(args, key) for key in ("epochs", "batch_size", "size_clip")
+                 if getattr(args, key) is not None}
     return get_config(category, method=args.method, label=args.label, variant=args.variant,
-                      mode=args.mode or default_mode(), image_size=args.image_size, **overrides)
+                      mode=args.mode or default_mode(), image_size=args.image_size, kind=args.kind,
+                      like=args.like, **overrides)
 
 
 def _category_folder(data_root: str, name: str) -> Path:
@@ -84,12 +86,23 @@ def train_one(data_root: str, config, output: Path, seed: int = 0, device: Optio
         category = load_category(resolve_data_root(data_root), config.name)
     check_category(category)
     category, held_out = calibration_split(category, calibration, seed)
+    _print_settings(config)
     dataset = SyntheticAnomalyDataset(category, config, seed=seed)
     train(config, dataset, output, device=device, seed=seed, num_workers=workers, resume=not restart,
           checkpoint_every=checkpoint_every)
     if held_out and distributed.is_main():  # under torchrun: once, by rank 0
         calibrate_checkpoint(output / "model.pt", held_out, target_fpr, device)
     return output / "model.pt"
+
+
+def _print_settings(config) -> None:
+    """The settings of a run (all of them are stored in model.pt) and how it will be scored."""
+    from .config import describe
+    from .evaluate import centre_cropped
+
+    print(describe(config))
+    print("  evaluation: " + ("centre crop, zero-padded back (the paper's protocol for this class)"
+                              if centre_cropped(config) else "the whole image"))
 
 
 def evaluate_one(data_root: str, category_name: str, checkpoint: Path, device: Optional[str] = None) -> dict:
@@ -313,6 +326,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", default="logistic", choices=LABELS, help="NSA label type (eq. 13-14)")
     p.add_argument("--variant", default=None, choices=["A", "B", "C", "D"], help="Table 7 ablation")
     p.add_argument("--mode", default=None, choices=MODES, help="default: full on CUDA, quick otherwise")
+    p.add_argument("--kind", default=None, choices=["object", "texture"],
+                   help="settings for your own data (default: texture, see the book's 'Beyond MVTec AD')")
+    p.add_argument("--like", default=None, choices=MVTEC_CLASSES, metavar="CLASS",
+                   help="borrow every setting (Table 4, blending, augmentation) of an MVTec AD class")
+    p.add_argument("--size-clip", default=None, choices=SIZE_CLIPS,
+                   help="eq. 9's clip after resizing: 'paper' (its text) or 'reference' (the authors' code, "
+                        "which produced the paper's numbers); default: the config's")
     p.add_argument("--epochs", type=_int_option("--epochs"), default=None, help="integer >= 1")
     p.add_argument("--batch-size", type=_int_option("--batch-size"), default=None, help="integer >= 1")
     p.add_argument("--image-size", type=_image_size, default=None, help="model input size, a multiple of 32")

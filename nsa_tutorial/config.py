@@ -26,6 +26,10 @@ VARIANTS = (None, "A", "B", "C", "D")
 MODES = ("quick", "full")  # run modes (see default_mode)
 #: The paper's augmentation sizes for objects (Sec. 4.1): resize, centre crop, random crop (input).
 RESIZE, CROP, IMAGE_SIZE = 256, 230, 224
+#: Eq. 9's clip after resizing: "paper" clips the resized sides to Table 4's bounds, as the
+#: paper's text says; "reference" is the authors' code, which clips the full sides to the
+#: half-width bounds (w_min/2 ... w_max/2) and floors half-widths to whole pixels.
+SIZE_CLIPS = ("paper", "reference")
 
 # Paper Table 4, column for column:
 # n_max, (h_min, h_max), (w_min, w_max), b, t_brightness, t_object, t_overlap,
@@ -55,6 +59,19 @@ TABLE4 = {
 #: (textures get the textures' range and four patches, see ``get_config``) and the
 #: moderate logistic curve the paper uses for most textures.
 DEFAULT_SETTINGS = (3, (0.06, 0.80), (0.06, 0.80), _NO_BG, (0.7, 1.3), 7, 1 / 3)
+
+#: The embedded elpv solar cells (``data.ELPV_CATEGORIES``): aligned objects, so they keep the
+#: object settings explicitly, whatever a user's own data gets by default.
+EMBEDDED_OBJECTS = ("mono", "poly")
+#: The kind a user's own data (a name not in Table 4, not embedded, not ``texture_*``) gets
+#: when neither ``kind`` nor ``like`` is given.  Chosen by measurement: see the closing note of
+#: issue 13 and ``benchmarks/results/ab-size-clip-cpu.json``.
+OWN_DATA_KIND = "texture"
+#: Eq. 9's clip (``SIZE_CLIPS``) by default: the authors' rule for the paper's classes (it made
+#: the paper's numbers, so ``reproduce`` compares like with like), the paper's text for other
+#: data (better in the CPU A/B on the embedded data, where there is no number to reproduce).
+#: ``Config``'s own default, "paper", is what checkpoints from before the option used.
+REPRODUCE_SIZE_CLIP, OWN_DATA_SIZE_CLIP = "reference", "paper"
 
 LONG_TRAINING = ("hazelnut", "metal_nut", "screw")  # 560 epochs instead of 320
 UNALIGNED = ("bottle", "hazelnut", "metal_nut", "screw")  # random rotation up to 5 degrees
@@ -89,6 +106,7 @@ class Config:
     label: str = "logistic"
     variant: Optional[str] = None  # Table 7 ablations A-D
     max_tries: int = 200
+    size_clip: str = "paper"  # eq. 9's clip after resizing, see SIZE_CLIPS
     # --- data and augmentation (paper Sec. 4.1) ---
     resize: int = RESIZE
     crop: Optional[int] = CROP  # centre crop before the random crop (objects)
@@ -150,6 +168,7 @@ def _validate(c: Config) -> None:
         _check(0 <= c.t_brightness <= 255, f"t_brightness must be in [0, 255], got {c.t_brightness}")
         _check(0 <= c.t_object < 1, f"t_object must be in [0, 1), got {c.t_object}")
         _check(0 <= c.t_overlap < 1, f"t_overlap must be in [0, 1), got {c.t_overlap}")
+    _check(c.size_clip in SIZE_CLIPS, f"size_clip must be one of {SIZE_CLIPS}, got {c.size_clip!r}")
     _check(c.max_tries >= 1, f"max_tries must be >= 1, got {c.max_tries}")
     _check(c.image_size % 32 == 0 and c.image_size >= 32,
            f"image_size must be a positive multiple of 32 (the encoder's stride), got {c.image_size}")
@@ -170,7 +189,9 @@ def _kind(name: str) -> str:
         return "texture"
     if name in XRAY:
         return "xray"
-    return "object"
+    if name in OBJECTS or name in EMBEDDED_OBJECTS:
+        return "object"
+    return OWN_DATA_KIND
 
 
 def default_mode(requested: Optional[str] = None) -> str:
@@ -197,13 +218,17 @@ def _scaled_sizes(fields: dict, image_size: int) -> dict:
 def get_config(name: str, *, method: str = "nsa", label: str = "logistic",
                variant: Optional[str] = None, mode: str = "full",
                kind: Optional[str] = None, image_size: Optional[int] = None,
-               **overrides) -> Config:
+               like: Optional[str] = None, **overrides) -> Config:
     """The validated config for a class.
 
     ``name`` is an MVTec AD class (``"bottle"``), ``"rcxr_male"``/``"rcxr_female"``,
     or any other name (your own data, the embedded datasets), which gets
-    :data:`DEFAULT_SETTINGS` and ``kind`` (default ``"object"``; names starting
-    with ``texture_`` are textures).  ``mode="quick"`` shrinks images to 128 px,
+    :data:`DEFAULT_SETTINGS` and ``kind`` (default :data:`OWN_DATA_KIND`; names
+    starting with ``texture_`` are textures, the embedded solar cells objects).
+    ``like="carpet"`` gives a class every setting of that MVTec AD class instead (Table 4,
+    blending mode, augmentation, epochs, size_clip); only the name stays.  ``size_clip``
+    defaults to :data:`REPRODUCE_SIZE_CLIP` for the paper's classes and to
+    :data:`OWN_DATA_SIZE_CLIP` for other data.  ``mode="quick"`` shrinks images to 128 px,
     batches to 16 and training to 10 epochs so that a laptop CPU runs it.
     ``image_size`` changes the model's input size and scales the resize and
     crop sizes of the paper's augmentation with it (256/224 and 230/224 for
@@ -214,6 +239,9 @@ def get_config(name: str, *, method: str = "nsa", label: str = "logistic",
     """
     _check(isinstance(name, str) and name.strip() != "", f"class name must be a non-empty string, got {name!r}")
     _check(mode in MODES, f"mode must be one of {MODES}, got {mode!r}")
+    if like is not None:
+        return _borrowed(name, like, kind, dict(method=method, label=label, variant=variant, mode=mode,
+                                                image_size=image_size, **overrides))
     kind = kind or _kind(name)
     n_max, (h_min, h_max), (w_min, w_max), (b, tb, tobj, tov), (s_min, s_max), y0, k = \
         TABLE4.get(name, DEFAULT_SETTINGS)
@@ -224,6 +252,7 @@ def get_config(name: str, *, method: str = "nsa", label: str = "logistic",
         background=b, t_brightness=tb, t_object=tobj, t_overlap=tov, s_min=s_min, s_max=s_max,
         y0=float(y0), k=float(k), blend="normal" if kind == "object" else "mixed",
         method=method, label=label, variant=variant, mode=mode,
+        size_clip=REPRODUCE_SIZE_CLIP if name in TABLE4 else OWN_DATA_SIZE_CLIP,
     )
     if kind == "texture":
         fields.update(resize=264, crop=None, image_size=256, vflip=True)
@@ -242,3 +271,28 @@ def get_config(name: str, *, method: str = "nsa", label: str = "logistic",
         fields.update(_scaled_sizes(fields, image_size))
     fields.update(overrides)
     return Config(**fields)
+
+
+def _borrowed(name: str, like: str, kind: Optional[str], arguments: dict) -> Config:
+    """``get_config(like, ...)`` under the name ``name``: every setting of an MVTec AD class."""
+    _check(like in MVTEC_CLASSES, f"like must be an MVTec AD class ({', '.join(MVTEC_CLASSES)}), got {like!r}")
+    _check(kind is None, f"give kind or like, not both (like={like!r} brings kind {_kind(like)!r})")
+    return get_config(like, **arguments).replace(name=name)
+
+
+def describe(config: Config) -> str:
+    """The settings a run uses, in a few lines (printed at the start of training)."""
+    c = config
+    constraints = (f"b {c.background:g}, t_brightness {c.t_brightness:g}, t_object {c.t_object:g}, "
+                   f"t_overlap {c.t_overlap:g}" if c.has_background_constraints else "none")
+    from_where = "Table 4" if c.name in TABLE4 else "own data"
+    return "\n".join([
+        f"settings for {c.name!r} ({from_where}): kind {c.kind}, {c.method} {c.label}"
+        + (f", ablation {c.variant}" if c.variant else ""),
+        f"  patches: n_max {c.n_max}, h {c.h_min:g}-{c.h_max:g}, w {c.w_min:g}-{c.w_max:g}, "
+        f"scale {c.s_min:g}-{c.s_max:g}, size_clip {c.size_clip}, background constraints: {constraints}",
+        f"  blending {c.blend} ({'source' if c.blend == 'normal' else 'mixed'} gradients), "
+        f"logistic y0 {c.y0:g}, k {c.k:.3g}",
+        f"  augmentation: resize {c.resize}, centre crop {c.crop or 'none'}, random crop {c.image_size}, "
+        f"rotation {c.rotation:g} deg, vertical flip {'yes' if c.vflip else 'no'}",
+        f"  training: {c.epochs} epochs, batch {c.batch_size}, mode {c.mode}"])

@@ -10,7 +10,7 @@ from typing import Callable, Tuple
 import cv2
 import numpy as np
 
-TEXTURE_DEFECTS = ("scratch", "crack", "hole", "stain", "missing_chunk")
+TEXTURE_DEFECTS = ("scratch", "crack", "hole", "stain", "missing_chunk", "border_chunk")
 
 
 def add_texture_defect(image: np.ndarray, defect: str,
@@ -22,7 +22,7 @@ def add_texture_defect(image: np.ndarray, defect: str,
     the defect dominates.  Book chapter: *Beyond MVTec AD*.
     """
     painters = {"scratch": _scratch, "crack": _crack, "hole": _hole, "stain": _stain,
-                "missing_chunk": _missing_chunk}
+                "missing_chunk": _missing_chunk, "border_chunk": _border_chunk}
     if defect not in painters:
         raise ValueError(f"defect must be one of {TEXTURE_DEFECTS}, got {defect!r}")
     if image.dtype != np.uint8 or image.ndim != 2:
@@ -99,6 +99,22 @@ def _missing_chunk(grey: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarr
     angles = np.sort(rng.uniform(0, 2 * np.pi, n))
     radii = rng.uniform(10, 28, n)
     points = _random_point(grey.shape, rng) + np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
+    points = np.round(points).astype(np.int32)
+    alpha = _canvas_alpha(grey.shape, lambda c: cv2.fillPoly(c, [points], 255, cv2.LINE_AA))
+    return alpha, _contrast(grey, rng) + rng.normal(0, 2, grey.shape).astype(np.float32)
+
+
+def _border_chunk(grey: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """A missing chunk (radius 8-16 px) centred within 3 % of a random edge: a defect in the band
+    that a centre crop (the MVTec AD objects' evaluation protocol) would not see."""
+    h, w = grey.shape
+    n = int(rng.integers(5, 10))
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+    radii = rng.uniform(8, 16, n)
+    along, depth, edge = rng.uniform(0.2, 0.8), rng.uniform(0, 0.03), int(rng.integers(4))
+    centre = [(along * w, depth * h), (along * w, (1 - depth) * h), (depth * w, along * h),
+              ((1 - depth) * w, along * h)][edge]
+    points = np.array(centre) + np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
     points = np.round(points).astype(np.int32)
     alpha = _canvas_alpha(grey.shape, lambda c: cv2.fillPoly(c, [points], 255, cv2.LINE_AA))
     return alpha, _contrast(grey, rng) + rng.normal(0, 2, grey.shape).astype(np.float32)

@@ -3,9 +3,11 @@
 Book chapter: *Evaluation*.
 
 As the authors evaluate: test images and masks are resized to the evaluation
-resolution (256 in full mode; masks nearest-neighbour).  Object classes are seen
-by the model as their centre ``image_size`` crop and the map is zero-padded back
-to the full resolution before pixel metrics; texture classes are seen whole.
+resolution (256 in full mode; masks nearest-neighbour).  The paper's object classes
+are seen by the model as their centre ``image_size`` crop and the map is zero-padded
+back to the full resolution before pixel metrics; texture classes are seen whole.
+A user's own data (any class not in the paper's Table 4) is always scored whole, so
+that no part of a user's image is silently dropped (:func:`centre_cropped`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,22 @@ from .training_set import to_tensor
 from .metrics import au_pro, image_auroc, image_scores, pixel_auroc
 
 
+def centre_cropped(config: Config) -> bool:
+    """Whether the model sees only the centre crop of a test image (the map outside is 0).
+
+    That is the paper's protocol for its own classes with a training crop (MVTec AD
+    objects, chest X-rays).  Any other class, a user's own data, is scored whole, even
+    with object settings (``kind="object"``, ``like="bottle"``): the model then sees the
+    whole image resized to ``image_size``.
+    """
+    from .config import TABLE4
+
+    return config.crop is not None and config.name in TABLE4
+
+
 def eval_size(config: Config) -> int:
     """Side of the square images the metrics are computed at (256 for the paper's settings)."""
-    return config.resize if config.crop is not None else config.image_size
+    return config.resize if centre_cropped(config) else config.image_size
 
 
 def _centre_slice(size: int, crop: int) -> slice:
@@ -177,14 +192,15 @@ def summarise(output: str | Path) -> str:
                          for m in METRICS if all(r.get(m) is not None for r in results)}
                   for name, results in categories.items()}
         for setting, categories in runs.items()}
-    write_json({**summary, "failed": failed, "provenance": provenance()}, output / "results.json",
-               overwrite=True, within=output)
+    clips = _size_clips(runs)
+    write_json({**summary, "failed": failed, "size_clip": clips, "provenance": provenance()},
+               output / "results.json", overwrite=True, within=output)
     parts = []
     for setting, categories in summary.items():
         method = setting  # nsa_logistic, cutpaste, fpi, ...: the paper's column of the same name
         means = {name: {m: v["mean"] for m, v in values.items()} for name, values in categories.items()}
         for metric in METRICS:
-            parts.append(f"### {setting}: {metric}\n")
+            parts.append(f"### {setting}: {metric} (size_clip: {', '.join(clips[setting])})\n")
             if all(n in MVTEC_CLASSES for n in means) and method in MVTEC[metric]:
                 parts.append(results_table(means, metric, method))
             else:
@@ -199,6 +215,13 @@ def summarise(output: str | Path) -> str:
 
     write_text(output / "tables.md", markdown + "\n", overwrite=True, within=output)
     return markdown
+
+
+def _size_clips(runs: dict) -> dict:
+    """The eq. 9 clip (``size_clip``) each setting's runs used; runs from before the option
+    existed used the paper's rule."""
+    return {setting: sorted({(r.get("config") or {}).get("size_clip", "paper") for results in categories.values()
+                             for r in results}) for setting, categories in runs.items()}
 
 
 def _collect_runs(output: Path) -> tuple[dict, list]:

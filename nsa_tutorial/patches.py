@@ -128,18 +128,32 @@ def resize_scale(rng: np.random.Generator, patch_hw: Tuple[int, int],
 
     ``r_s ~ N(1, 1/4)`` (standard deviation 0.5) is clipped to ``[s_min, s_max]``,
     then ``s`` is clipped so that the resized patch keeps its aspect ratio and stays
-    within the size bounds of eq. 5-6.  (The authors' code compares full sizes
-    with half-width bounds here, which shrinks large patches more than the paper
-    says; we follow the paper.)
+    within the size bounds of eq. 5-6 (``config.size_clip == "paper"``, the paper's
+    text).  With ``"reference"`` the bounds are halved, as in the authors' code, which
+    compares full sides with its half-width bounds: a resized side lies in
+    ``[w_min W / 2, w_max W / 2]`` (e.g. at most 0.40 of the image for bottle, 0.12 for
+    screw).  :func:`resized_side` turns ``s`` into pixels.
 
     Batch twin in PyTorch: ``nsa_tutorial.batched.patches._resized_sizes``.
     """
     (h, w), (height, width) = patch_hw, shape
     r = float(np.clip(rng.normal(SCALE_MEAN, SCALE_STD), config.s_min, config.s_max))
-    upper = min(r, config.w_max * width / w, config.h_max * height / h)
-    s = max(config.w_min * width / w, config.h_min * height / h, upper)
+    f = 0.5 if config.size_clip == "reference" else 1.0
+    upper = min(r, f * config.w_max * width / w, f * config.h_max * height / h)
+    s = max(f * config.w_min * width / w, f * config.h_min * height / h, upper)
     # the patch must also fit inside the image with a one-pixel margin
     return min(s, (width - 2) / w, (height - 2) / h)
+
+
+def resized_side(s: float, side: int, config: Config) -> int:
+    """Pixels of a patch side ``side`` after resizing by ``s`` (at least 3).
+
+    ``"paper"``: rounded.  ``"reference"``: the authors' code keeps half-widths in whole
+    pixels, ``2 * floor(s * side / 2)`` (about 3 % less area).
+    """
+    if config.size_clip == "reference":
+        return max(2 * int(s * side / 2), 3)
+    return max(int(round(s * side)), 3)
 
 
 def sample_dest_offset(rng: np.random.Generator, src_obj: Optional[np.ndarray],
@@ -153,6 +167,11 @@ def sample_dest_offset(rng: np.random.Generator, src_obj: Optional[np.ndarray],
     destination patch is object enough (eq. 11, ``> t_object``) and the object
     parts of source and destination overlap (eq. 12, ``> t_overlap``).  Eq. 11 is
     tested for all candidates at once; eq. 12 only for those that pass it.
+
+    Eq. 11 is tested on the *destination's* object fraction, as the paper writes it, in
+    both ``size_clip`` modes.  The authors' code tests the resized *source* patch's object
+    fraction instead, which does not depend on the corner: when it fails, every retry
+    fails and the patch is skipped.  We do not reproduce that variant.
 
     Batch twin in PyTorch: ``nsa_tutorial.batched.patches._dest_corners``.
     """

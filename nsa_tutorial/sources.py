@@ -42,7 +42,7 @@ TEXTURE_SIZE = 256
 RCXR_PAPER_COUNTS = {"male": (1973, 299, 139), "female": (1641, 244, 123)}
 
 _MARKER = ".nsa_tutorial_complete"
-_CACHE_VERSION = "1"  # bump when a materialised dataset's content changes
+_CACHE_VERSION = "2"  # bump when a materialised dataset's content changes
 _SEED = 20220723  # fixed seed of the embedded datasets' splits and defects
 
 

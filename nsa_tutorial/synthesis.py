@@ -170,7 +170,7 @@ def _source_patch(src, src_obj, src_integral, config: Config, rng):
     patch_obj = src_obj[sy0:sy1, sx0:sx1] if src_obj is not None else np.ones(patch.shape[:2], bool)
     if METHOD_STEPS[config.method].resize and config.variant != "C":
         s = P.resize_scale(rng, patch.shape[:2], (height, width), config)
-        new_size = (max(int(round(s * patch.shape[1])), 3), max(int(round(s * patch.shape[0])), 3))
+        new_size = (P.resized_side(s, patch.shape[1], config), P.resized_side(s, patch.shape[0], config))
         patch = cv2.resize(patch, new_size, interpolation=cv2.INTER_LINEAR)
         patch_obj = cv2.resize(patch_obj.astype(np.float32), new_size, interpolation=cv2.INTER_LINEAR) >= 0.5
     return src_rect, patch, patch_obj

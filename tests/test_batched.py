@@ -192,9 +192,13 @@ def test_accepted_placements_satisfy_the_constraints(bottle_batch):
                                        np.array([[sx0, sy0, sx1, sy1]]))[0] > config.t_object  # eq. 7
             assert 1 <= x0 and x1 <= width - 1 and 1 <= y0 and y1 <= height - 1  # eq. 10, 1-px margin
             assert (h - 2) * (w - 2) >= MIN_POISSON_PIXELS
-            assert h >= round(config.h_min * height) and w >= round(config.w_min * width)  # eq. 9 bounds
-            # one factor s resizes both sides (aspect ratio kept, eq. 9), up to rounding
-            assert max((h - 0.5) / sh, (w - 0.5) / sw) <= min((h + 0.5) / sh, (w + 0.5) / sw) or min(h, w) == 3
+            f = 0.5 if config.size_clip == "reference" else 1.0  # the authors' half-width bounds
+            assert h >= round(f * config.h_min * height) - 1 and w >= round(f * config.w_min * width) - 1  # eq. 9
+            # one factor s resizes both sides (aspect ratio kept, eq. 9), up to rounding (the
+            # authors' rule: s * side lies in [side, side + 2), the half-width floored)
+            below, above = (0, 2) if config.size_clip == "reference" else (0.5, 0.5)
+            assert max((h - below) / sh, (w - below) / sw) <= min((h + above) / sh, (w + above) / sw) \
+                or min(h, w) == 3
             window = dest_obj[y0:y1, x0:x1]
             assert window.mean() > config.t_object  # eq. 11
             patch_obj = cv2.resize(src_obj[sy0:sy1, sx0:sx1].astype(np.float32), (int(w), int(h))) >= 0.5
@@ -264,10 +268,12 @@ def assert_same_mean(a, b):
     assert abs(a.mean() - b.mean()) < 4 * standard_error, (a.mean(), b.mean(), standard_error)
 
 
+@pytest.mark.parametrize("size_clip", ["paper", "reference"])
 @pytest.mark.parametrize("name, names", [("bottle", OBJECT_IMAGES), ("carpet", TEXTURE_IMAGES)])
-def test_same_distributions_as_cpu_path(real_image, name, names):
-    """The same image pairs through both paths: patch shapes, counts and label statistics agree."""
-    n, config = 160, get_config(name)
+def test_same_distributions_as_cpu_path(real_image, name, names, size_clip):
+    """The same image pairs through both paths: patch shapes, counts and label statistics agree,
+    with either clip after resizing (eq. 9)."""
+    n, config = 160, get_config(name, size_clip=size_clip)
     dest, src, dest_t, src_t = batch_pairs(real_image, names, 80, n, seed=4)
     rng = np.random.default_rng(4)
     cpu = [make_anomaly(d, s, config, rng) for d, s in zip(dest, src)]
@@ -278,6 +284,12 @@ def test_same_distributions_as_cpu_path(real_image, name, names):
         for axis in (0, 1):  # widths, heights
             sides = [rects[:, axis + 2] - rects[:, axis] for rects in (cpu_rects, batch_rects)]
             assert stats.ks_2samp(*sides).pvalue > 0.01
+            assert_same_mean(*sides)
+    # the resized side fractions: the authors' rule caps them at w_max / 2 (h_max / 2) on both paths
+    f = 0.5 if size_clip == "reference" else 1.0
+    for rects in (np.array([r for a in cpu for r in a.dest_rects]), batch.dest_rects[batch.placed].numpy()):
+        w, h = (rects[:, 2] - rects[:, 0]) / 80, (rects[:, 3] - rects[:, 1]) / 80
+        assert w.max() <= f * config.w_max + 1 / 80 and h.max() <= f * config.h_max + 1 / 80
     assert_same_mean([a.attempted for a in cpu], batch.attempted.sum(1).numpy())
     assert_same_mean([len(a.dest_rects) for a in cpu], batch.placed.sum(1).numpy())
     normal = np.array([a.is_normal for a in cpu]), batch.is_normal.numpy()

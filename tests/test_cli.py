@@ -86,6 +86,9 @@ def test_reproduce_is_resumable_and_writes_tables(trained, tmp_path, capsys):
     assert summary["nsa_logistic"]["texture_grass"]["image_auroc"]["mean"] == \
         json.loads(metrics.read_text())["image_auroc"]
     assert "texture_grass" in (tmp_path / "tables.md").read_text()
+    clip = json.loads(metrics.read_text())["config"]["size_clip"]  # which eq. 9 rule made the table
+    assert summary["size_clip"] == {"nsa_logistic": [clip]}
+    assert f"(size_clip: {clip})" in (tmp_path / "tables.md").read_text()
     capsys.readouterr()
     assert main(argv) == 0  # a second call finds the finished run and only re-summarises
     assert "done earlier" in capsys.readouterr().out
@@ -296,3 +299,50 @@ def test_a_bad_test_image_or_mask_is_reported_before_training(trained, tmp_path,
     code = main(["train", "--data-root", str(root), "--category", "texture_grass", *TINY, "--output", str(out)])
     _one_line_error(capsys, code, str(bad))
     assert not (out / "checkpoint.pt").exists()  # no epoch was trained
+
+
+SIZE_FIELDS = ("name", "resize", "crop", "image_size", "epochs", "batch_size")
+
+
+def test_like_borrows_every_setting_of_a_class_and_is_printed_and_stored(trained, tmp_path, capsys):
+    """--like carpet: the stored config is get_config('carpet')'s but for name and sizes."""
+    import dataclasses
+
+    from nsa_tutorial.config import get_config
+
+    out = tmp_path / "like"
+    assert main(["train", "--data-root", "textures", "--category", "texture_grass", "--like", "carpet",
+                 "--size-clip", "reference", *TINY, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "settings for 'texture_grass' (own data): kind texture" in printed
+    assert "size_clip reference" in printed and "evaluation: the whole image" in printed
+    saved = torch.load(out / "model.pt", weights_only=False)["config"]
+    carpet = dataclasses.asdict(get_config("carpet", mode="quick", size_clip="reference"))
+    assert {k: v for k, v in saved.items() if k not in SIZE_FIELDS} == \
+        {k: v for k, v in carpet.items() if k not in SIZE_FIELDS}
+    assert saved["name"] == "texture_grass" and saved["image_size"] == 64
+
+    out = tmp_path / "object"  # --kind object: source gradients and the object crops, scored whole
+    assert main(["train", "--data-root", "textures", "--category", "texture_grass", "--kind", "object",
+                 *TINY, "--output", str(out)]) == 0
+    saved = torch.load(out / "model.pt", weights_only=False)["config"]
+    assert (saved["kind"], saved["blend"], saved["vflip"]) == ("object", "normal", False)
+    assert saved["crop"] is not None and saved["size_clip"] == get_config("x").size_clip
+    metrics = tmp_path / "object.json"
+    assert main(["evaluate", "--data-root", "textures", "--category", "texture_grass",
+                 "--checkpoint", str(out / "model.pt"), "--output", str(metrics)]) == 0
+    assert json.loads(metrics.read_text())["resolution"] == 64  # the whole image, not a crop of a larger one
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--like", "marble"], "invalid choice: 'marble'"),
+    (["--kind", "video"], "invalid choice: 'video'"),
+    (["--size-clip", "half"], "invalid choice: 'half'"),
+    (["--kind", "texture", "--like", "carpet"], "give kind or like, not both"),
+])
+def test_bad_kind_like_and_size_clip_are_one_line_errors(trained, tmp_path, capsys, argv, message):
+    for command in (["train", "--category", "texture_brick"], ["reproduce", "--categories", "texture_brick"]):
+        assert main([command[0], "--data-root", "textures", *command[1:], *argv, *TINY,
+                     "--output", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1

@@ -135,20 +135,48 @@ def test_explicit_image_size_scales_augmentation(size):
 
 
 def test_unknown_names_get_default_settings():
+    """A user's own data: DEFAULT_SETTINGS with OWN_DATA_KIND's blending and augmentation;
+    the embedded solar cells are objects by name (aligned cells keep the object settings)."""
     n_max, (h_min, h_max), (w_min, w_max), bg, (s_min, s_max), y0, k = C.DEFAULT_SETTINGS
-    for name, kind in (("my_widgets", "object"), ("texture_solar", "texture")):
-        c = get_config(name)
-        assert c.kind == kind
+    for name, kind in (("my_widgets", C.OWN_DATA_KIND), ("texture_solar", "texture"), ("mono", "object"),
+                       ("my_widgets_as_objects", None)):
+        c = get_config(name, kind="object" if kind is None else None)
+        assert c.kind == (kind or "object")
         assert (c.h_min, c.h_max, c.w_min, c.w_max) == (h_min, h_max, w_min, w_max)
         assert (c.background, c.t_brightness, c.t_object, c.t_overlap) == bg
         assert not c.has_background_constraints
         assert (c.y0, c.k) == (y0, k)
-    assert (get_config("my_widgets").s_min, get_config("my_widgets").s_max) == (s_min, s_max)
+    objects = get_config("my_widgets", kind="object")
+    assert (objects.s_min, objects.s_max, objects.n_max, objects.blend) == (s_min, s_max, n_max, "normal")
+    assert get_config("mono") == get_config("mono", kind="object")
     carpet, texture = get_config("carpet"), get_config("texture_solar")
     assert (texture.s_min, texture.s_max, texture.blend) == (carpet.s_min, carpet.s_max, carpet.blend)
-    assert (get_config("my_widgets").n_max, texture.n_max) == (n_max, carpet.n_max)  # textures: 4 patches
-    assert get_config("my_widgets").blend == "normal"
+    assert texture.n_max == carpet.n_max  # textures: 4 patches
     assert get_config("my_xrays", kind="xray").blend == "mixed"
+
+
+def test_embedded_objects_are_the_elpv_categories():
+    from nsa_tutorial.sources import ELPV_CATEGORIES
+
+    assert C.EMBEDDED_OBJECTS == ELPV_CATEGORIES
+
+
+@pytest.mark.parametrize("like", ["bottle", "screw", "carpet"])
+def test_like_borrows_every_setting_but_the_name(like):
+    for mode in ("full", "quick"):
+        own = get_config("my_data", like=like, mode=mode, size_clip="reference")
+        assert own == get_config(like, mode=mode, size_clip="reference").replace(name="my_data")
+    with pytest.raises(ValueError, match="like must be an MVTec AD class"):
+        get_config("my_data", like="rcxr_male")
+    with pytest.raises(ValueError, match="give kind or like, not both"):
+        get_config("my_data", like=like, kind="object")
+
+
+def test_describe_names_the_settings():
+    text = C.describe(get_config("my_data", like="bottle", mode="quick"))
+    for part in ("'my_data' (own data)", "kind object", "n_max 3", "blending normal", "rotation 5 deg",
+                 "b 200", "size_clip"):
+        assert part in text
 
 
 def test_variants_and_losses():
@@ -194,6 +222,7 @@ def test_config_is_frozen_and_replace_validates():
     (dict(variant="E"), r"variant must be one of .*got 'E'"),
     (dict(mode="slow"), r"mode must be one of .*got 'slow'"),
     (dict(kind="video"), r"kind must be 'object', 'texture' or 'xray', got 'video'"),
+    (dict(size_clip="half"), r"size_clip must be one of \('paper', 'reference'\), got 'half'"),
 ])
 def test_invalid_configs_raise_helpful_errors(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -78,3 +78,50 @@ def test_summarise_collects_seeds_into_paper_tables(tmp_path):
     assert results["provenance"]["package_version"] and results["provenance"]["date"]
     assert "| object | bottle | 93.0 | 97.7 ± 0.3 |" in markdown  # ours next to the paper's Table 1
     assert (tmp_path / "tables.md").read_text().strip() == markdown.strip()
+
+
+class Extremeness(torch.nn.Module):
+    """A stand-in detector: how far each pixel's grey value is from mid-grey (inputs in [0, 1])."""
+
+    def forward(self, x):
+        return (x.mean(dim=1, keepdim=True) - 0.5).abs() * 2
+
+
+def test_own_data_is_scored_whole_and_only_the_papers_objects_are_cropped():
+    from nsa_tutorial.evaluate import centre_cropped
+
+    assert centre_cropped(get_config("bottle")) and centre_cropped(get_config("rcxr_male"))
+    assert not centre_cropped(get_config("carpet"))
+    for own in (get_config("my_widgets", kind="object"), get_config("my_widgets", like="bottle"),
+                get_config("mono")):
+        assert own.crop is not None and not centre_cropped(own)
+        assert eval_size(own) == own.image_size  # the model sees the whole image
+
+
+def test_border_defects_are_found_whole_and_lost_with_the_centre_crop(tmp_path):
+    """The embedded textures' border defects: scored whole (a user's own data), the detector
+    finds them; with the paper's object protocol (centre crop, map zero-padded) a large part
+    of each defect lies where the map is 0, and the pixel AUROC on them falls."""
+    from nsa_tutorial.layout import load_category
+    from nsa_tutorial.sources import resolve_data_root
+    from nsa_tutorial.evaluate import centre_cropped, load_test_set
+
+    category = load_category(resolve_data_root("textures", cache_dir=tmp_path), "texture_gravel")
+    category.test = [t for t in category.test if t.defect in ("good", "border_chunk")]
+    own = get_config("texture_gravel", kind="object", mode="quick", normalize="none")
+    cropped = own.replace(name="bottle")  # the same settings under the paper's object protocol
+    assert not centre_cropped(own) and centre_cropped(cropped)
+    results = {}
+    for name, config in (("whole", own), ("crop", cropped)):
+        images, masks, labels = load_test_set(category, config)
+        maps = predict_maps(Extremeness(), images, config)
+        results[name] = compute_metrics(labels, maps, masks)
+        defect = masks[labels == 1]
+        unseen = (maps[labels == 1] == 0) & defect  # pixels the map can never score
+        results[name]["unseen"] = unseen.sum() / defect.sum()
+        threshold = np.quantile(maps[labels == 0], 0.99)
+        results[name]["found"] = np.mean([(m[d] > threshold).mean() > 0.5 for m, d in
+                                          zip(maps[labels == 1], defect)])
+    assert results["whole"]["unseen"] == 0 and results["crop"]["unseen"] > 0.4
+    assert results["whole"]["found"] >= 0.75 and results["crop"]["found"] <= 0.25
+    assert results["whole"]["pixel_auroc"] > results["crop"]["pixel_auroc"] + 0.1

@@ -80,3 +80,48 @@ def test_merge_projects_from_the_unwrapped_gpu_run_and_copies_to_out(tmp_path, m
     assert minutes["bottle_320_epochs_of_209"] == pytest.approx(320 * 0.209 / 60)  # 1 ms per image
     assert result["projection"]["s_per_image"]["256"] == pytest.approx(0.001 * (256 / 224) ** 2)
     assert json.loads((tmp_path / "out" / path.name).read_text()) == result
+
+
+def test_optional_size_clip_ab_reproduces_both_rules_and_collects_their_summaries(tmp_path, monkeypatch):
+    """gpu_check.py ab_size_clip: one resumable `reproduce` per rule, in its own folder, on the four
+    classes; the part file holds both rules' summaries (a stand-in for the CLI writes them)."""
+    import json
+
+    import gpu_check
+
+    calls = []
+
+    def fake_cli(argv):
+        calls.append(argv)
+        folder = Path(argv[argv.index("--output") + 1])
+        folder.mkdir(parents=True)
+        clip = argv[argv.index("--size-clip") + 1]
+        (folder / "results.json").write_text(json.dumps(
+            {"nsa_logistic": {"screw": {"image_auroc": {"mean": 0.9 if clip == "paper" else 0.8}}},
+             "size_clip": {"nsa_logistic": [clip]}, "failed": []}))
+        return 0
+
+    (tmp_path / "mvtec").mkdir()
+    monkeypatch.setenv("NSA_MVTEC_ROOT", str(tmp_path / "mvtec"))
+    monkeypatch.setenv("NSA_AB_OUTPUT", str(tmp_path / "ab"))
+    gpu_check.ab_size_clip(tmp_path / "part.json", cli=fake_cli)
+    part = json.loads((tmp_path / "part.json").read_text())
+    assert [a[a.index("--size-clip") + 1] for a in calls] == ["paper", "reference"]
+    for argv in calls:
+        assert argv[argv.index("--categories") + 1:argv.index("--seeds")] == list(gpu_check.AB_CLASSES)
+        assert argv[argv.index("--mode") + 1] == "full" and argv[argv.index("--data-root") + 1] == str(tmp_path / "mvtec")
+    assert part["paper"]["size_clip"] == {"nsa_logistic": ["paper"]}
+    assert part["reference"]["nsa_logistic"]["screw"]["image_auroc"]["mean"] == 0.8
+
+
+@pytest.mark.parametrize("root", [None, "missing"])
+def test_size_clip_ab_is_skipped_with_a_message_without_mvtec(tmp_path, monkeypatch, capsys, root):
+    import gpu_check
+
+    if root is None:
+        monkeypatch.delenv("NSA_MVTEC_ROOT", raising=False)
+    else:
+        monkeypatch.setenv("NSA_MVTEC_ROOT", str(tmp_path / root))
+    gpu_check.ab_size_clip(tmp_path / "part.json", cli=lambda argv: pytest.fail("nothing may run"))
+    assert "ab_size_clip skipped: set NSA_MVTEC_ROOT" in capsys.readouterr().out
+    assert not (tmp_path / "part.json").exists()  # no part: merge records nothing for it

@@ -232,14 +232,17 @@ def test_dest_offset_satisfies_eq_11_and_12_and_is_uniform_over_valid_corners():
 # ---------------------------------------------------------------- resize (eq. 9)
 
 def brute_resize_scale(r, h, w, height, width, c):
+    f = 0.5 if c.size_clip == "reference" else 1.0  # the authors' code: half-width bounds
     r = min(max(r, c.s_min), c.s_max)
-    s = max(c.w_min * width / w, c.h_min * height / h, min(r, c.w_max * width / w, c.h_max * height / h))
+    s = max(f * c.w_min * width / w, f * c.h_min * height / h,
+            min(r, f * c.w_max * width / w, f * c.h_max * height / h))
     return min(s, (width - 2) / w, (height - 2) / h)
 
 
+@pytest.mark.parametrize("size_clip", ["paper", "reference"])
 @pytest.mark.parametrize("name", ["bottle", "capsule", "screw", "carpet", "rcxr_female"])
-def test_resize_scale_equals_eq9(name):
-    c, (height, width) = get_config(name), (112, 144)
+def test_resize_scale_equals_eq9(name, size_clip):
+    c, (height, width) = get_config(name, size_clip=size_clip), (112, 144)
     rng = np.random.default_rng(12)
     for seed in range(400):
         h, w = int(rng.integers(2, height + 1)), int(rng.integers(2, width + 1))
@@ -247,6 +250,50 @@ def test_resize_scale_equals_eq9(name):
         r = np.random.default_rng(seed).normal(1.0, 0.5)  # N(1, 1/4): variance 1/4
         assert s == pytest.approx(brute_resize_scale(r, h, w, height, width, c), rel=1e-12)
         assert s * w <= width - 2 + 1e-9 and s * h <= height - 2 + 1e-9
+
+
+@pytest.mark.parametrize("name", ["bottle", "screw", "pill", "carpet"])
+def test_reference_rule_bounds_brute_force(name):
+    """Every patch size of a 64 x 80 image, with scale draws at and between the clip points:
+    the authors' rule gives even sides (whole half-widths, 2 floor(s w / 2), never rounded
+    up) within the half-width bounds [w_min W / 2, w_max W / 2], keeps the aspect ratio up
+    to the flooring, and leaves s = r where r already meets the bounds."""
+    c, (height, width) = get_config(name, size_clip="reference"), (64, 80)
+    paper = c.replace(size_clip="paper")
+    draws = (c.s_min, 0.85, 1.0, 1.2, c.s_max)
+    for h in range(2, height + 1):
+        for w in range(2, width + 1):
+            for r in draws:
+                s = brute_resize_scale(r, h, w, height, width, c)
+                nw, nh = P.resized_side(s, w, c), P.resized_side(s, h, c)
+                exact_w, exact_h = s * w, s * h
+                assert nw == max(2 * int(np.floor(exact_w / 2)), 3) and nh == max(2 * int(np.floor(exact_h / 2)), 3)
+                assert nw <= max(exact_w, 3) and nh <= max(exact_h, 3)  # floored, never rounded up
+                lo = max(c.w_min * width / w, c.h_min * height / h) / 2
+                hi = min(c.w_max * width / w, c.h_max * height / h) / 2
+                margin = min((width - 2) / w, (height - 2) / h)
+                if lo <= hi and hi <= margin:  # the bounds can be met together
+                    assert c.w_min * width / 2 - 1e-9 <= exact_w <= c.w_max * width / 2 + 1e-9
+                    assert c.h_min * height / 2 - 1e-9 <= exact_h <= c.h_max * height / 2 + 1e-9
+                    assert nw <= c.w_max * width / 2 and nh <= c.h_max * height / 2
+                    assert nw >= min(c.w_min * width / 2 - 2, 3) and nh >= min(c.h_min * height / 2 - 2, 3)
+                    if lo <= r <= hi:
+                        assert s == r
+                # the paper's rule only ever allows more (or the same)
+                assert brute_resize_scale(r, h, w, height, width, paper) >= s - 1e-12
+
+
+def test_reference_flooring_costs_a_few_percent_of_the_area():
+    """Whole half-widths: about 3 % less area than rounding, for the sizes eq. 5-6 draw at 256 px."""
+    c, rng = get_config("bottle", size_clip="reference"), np.random.default_rng(3)
+    ratios = []
+    for _ in range(4000):
+        h, w = P.sample_patch_size(rng, 256, 256, c)
+        s = P.resize_scale(rng, (h, w), (256, 256), c)
+        floored = P.resized_side(s, h, c) * P.resized_side(s, w, c)
+        ratios.append((floored, round(s * h) * round(s * w)))
+    floored, rounded = np.array(ratios).sum(0)
+    assert 0.93 < floored / rounded < 0.995
 
 
 @pytest.mark.parametrize("name", ["bottle", "carpet"])
@@ -263,16 +310,18 @@ def test_resize_scale_distribution(name):
     assert stats.kstest(inner, lambda x: (normal.cdf(x) - lo) / (hi - lo)).pvalue > 1e-3
 
 
-def test_resized_patch_stays_within_size_bounds():
-    """Eq. 9 keeps w' = s w in [w_min W, w_max W] (same for h) when the patch came from eq. 5-6."""
-    rng = np.random.default_rng(14)
+@pytest.mark.parametrize("size_clip", ["paper", "reference"])
+def test_resized_patch_stays_within_size_bounds(size_clip):
+    """Eq. 9 keeps w' = s w in [w_min W, w_max W] (same for h) when the patch came from eq. 5-6;
+    the authors' rule keeps it in half those bounds."""
+    rng, f = np.random.default_rng(14), 0.5 if size_clip == "reference" else 1.0
     for name in ("bottle", "capsule", "zipper", "carpet"):
-        c = get_config(name)
+        c = get_config(name, size_clip=size_clip)
         for _ in range(300):
             h, w = P.sample_patch_size(rng, 128, 128, c)
             s = P.resize_scale(rng, (h, w), (128, 128), c)
-            assert c.w_min * 128 - 1 <= s * w <= c.w_max * 128 + 1 or s * w >= 126 - 1e-9
-            assert c.h_min * 128 - 1 <= s * h <= c.h_max * 128 + 1 or s * h >= 126 - 1e-9
+            assert f * c.w_min * 128 - 1 <= s * w <= f * c.w_max * 128 + 1 or s * w >= 126 - 1e-9
+            assert f * c.h_min * 128 - 1 <= s * h <= f * c.h_max * 128 + 1 or s * h >= 126 - 1e-9
 
 
 def test_ellipse_mask_is_a_non_empty_union_inside_the_patch():

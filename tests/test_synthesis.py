@@ -125,21 +125,29 @@ def test_labels_zero_outside_region_and_bounded(real_image, name, method, label,
     assert sum(a.label[a.region].any() for a in samples) >= len(samples) // 2
 
 
+@pytest.mark.parametrize("size_clip", ["paper", "reference"])
 @pytest.mark.parametrize("name", ["bottle", "capsule", "screw", "zipper", "carpet", "cable"])
-def test_nsa_dest_rects_respect_size_bounds(real_image, name):
+def test_nsa_dest_rects_respect_size_bounds(real_image, name, size_clip):
     """Eq. 9: the resized patch lies within [w_min W, w_max W] x [h_min H, h_max H] (±1 px),
-    with the 1 px margin inside the image (eq. 10)."""
-    c = get_config(name)
+    with the 1 px margin inside the image (eq. 10).  The authors' rule ("reference") halves
+    the bounds (full sides capped at w_max W / 2, h_max H / 2) and keeps half-widths whole."""
+    c, f = get_config(name, size_clip=size_clip), 0.5 if size_clip == "reference" else 1.0
     dest, src = real_image("astronaut", 128), real_image("chelsea", 128)
-    rng, checked = np.random.default_rng(5), 0
+    rng, sides = np.random.default_rng(5), []
     for _ in range(25):
         a = make_anomaly(dest, src, c, rng)
         for x0, y0, x1, y1 in a.dest_rects:
-            checked += 1
-            assert c.w_min * 128 - 1 <= x1 - x0 <= c.w_max * 128 + 1, (x0, x1)
-            assert c.h_min * 128 - 1 <= y1 - y0 <= c.h_max * 128 + 1, (y0, y1)
+            w, h = x1 - x0, y1 - y0
+            sides.append((w, h))
+            assert f * c.w_min * 128 - 2 <= w <= f * c.w_max * 128 + (1 if f == 1 else 0), (x0, x1)
+            assert f * c.h_min * 128 - 2 <= h <= f * c.h_max * 128 + (1 if f == 1 else 0), (y0, y1)
             assert x0 >= 1 and y0 >= 1 and x1 <= 127 and y1 <= 127
-    assert checked >= 10
+            if size_clip == "reference":  # whole-pixel half-widths: even sides (3 is the floor of both paths)
+                assert w % 2 == 0 or w == 3 and h % 2 == 0 or h == 3
+    assert len(sides) >= 10
+    sides = np.array(sides)
+    if size_clip == "paper" and c.w_max == 0.80:  # the paper's rule does go past the authors' cap
+        assert (sides[:, 0] > c.w_max * 64).any() or (sides[:, 1] > c.h_max * 64).any()
 
 
 def test_nsa_dest_rects_satisfy_eq_11_and_12(real_image):

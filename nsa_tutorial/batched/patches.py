@@ -112,10 +112,14 @@ def _resized_sizes(rects: Tensor, r: Tensor, config: Config, shape: Tuple[int, i
     """Patch (h, w) after the resize of eq. 9, as ``patches.resize_scale`` and ``_add_patch``."""
     (height, width), h, w = shape, (rects[:, 3] - rects[:, 1]).double(), (rects[:, 2] - rects[:, 0]).double()
     r = r.clamp(config.s_min, config.s_max)
-    upper = torch.minimum(r, torch.minimum(config.w_max * width / w, config.h_max * height / h))
-    s = torch.maximum(upper, torch.maximum(config.w_min * width / w, config.h_min * height / h))
+    f = 0.5 if config.size_clip == "reference" else 1.0  # the authors' half-width bounds
+    upper = torch.minimum(r, torch.minimum(f * config.w_max * width / w, f * config.h_max * height / h))
+    s = torch.maximum(upper, torch.maximum(f * config.w_min * width / w, f * config.h_min * height / h))
     s = torch.minimum(s, torch.minimum((width - 2) / w, (height - 2) / h))  # 1-px margin
-    return torch.stack([s * h, s * w], 1).round().long().clamp(min=3)
+    sides = torch.stack([s * h, s * w], 1)
+    if config.size_clip == "reference":  # whole-pixel half-widths, as patches.resized_side
+        return (2 * (sides / 2).floor()).long().clamp(min=3)
+    return sides.round().long().clamp(min=3)
 
 
 def _overlap_counts(dest_obj: Tensor, patch_obj: Tensor) -> Tensor:
