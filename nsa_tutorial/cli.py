@@ -1,5 +1,7 @@
 """The ``nsa-tutorial`` command line: train, evaluate, reproduce the paper's tables.
 
+Examples::
+
     nsa-tutorial train --data-root elpv --category mono --mode quick --output runs/mono
     nsa-tutorial evaluate --data-root elpv --category mono --checkpoint runs/mono/model.pt --output runs/mono/metrics.json
     nsa-tutorial reproduce --data-root /data/mvtec --seeds 0 1 2 3 4 --output runs/paper
@@ -329,7 +331,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", default=None, choices=["object", "texture"],
                    help="settings for your own data (default: texture, see the book's 'Beyond MVTec AD')")
     p.add_argument("--like", default=None, choices=MVTEC_CLASSES, metavar="CLASS",
-                   help="borrow every setting (Table 4, blending, augmentation) of an MVTec AD class")
+                   help="borrow every setting (Table 4, blending, augmentation, size_clip) of an MVTec AD class")
     p.add_argument("--size-clip", default=None, choices=SIZE_CLIPS,
                    help="eq. 9's clip after resizing: 'paper' (its text) or 'reference' (the authors' code, "
                         "which produced the paper's numbers); default: the config's")

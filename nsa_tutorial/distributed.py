@@ -1,6 +1,6 @@
 """One training run on several processes (``torchrun``, DistributedDataParallel).
 
-Book chapter: *Training* (scaling out).
+Book chapter: *Training* (scaling out).  The command::
 
     torchrun --nproc-per-node 4 -m nsa_tutorial train --data-root ... --output runs/x
 
