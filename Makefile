@@ -50,7 +50,7 @@ COLAB_STAMP := $(COLAB_VENV)/.installed
 $(COLAB_STAMP):
 	$(PYTHON) -m venv $(COLAB_VENV)
 	$(COLAB_VENV)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1 numpy \
-	    opencv-python-headless matplotlib scikit-learn scikit-image "ipywidgets<8" ipykernel
+	    opencv-python-headless matplotlib scikit-learn scikit-image "ipywidgets<8" "ipykernel<7"
 	touch $(COLAB_STAMP)
 
 colab-check: $(STAMP) $(COLAB_STAMP)
