@@ -32,9 +32,9 @@ test: $(STAMP)
 # the cell timeout in _config.yml ends such a wait), and the retry executes only what failed.
 book: $(STAMP)
 	rm -rf _build/.jupyter_cache
-	NSA_MODE=quick PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . --warningiserror --keep-going --all \
+	NSA_MODE=quick NSA_NO_WIDGETS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . --warningiserror --keep-going --all \
 	  || { echo "book build failed: once more (chapters already executed come from the cache)"; \
-	       NSA_MODE=quick PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . --warningiserror --keep-going --all; }
+	       NSA_MODE=quick NSA_NO_WIDGETS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . --warningiserror --keep-going --all; }
 	@test -d $(MATHJAX)/mathjax-full || (command -v npm >/dev/null && npm install --silent --no-audit --no-fund \
 		--prefix $(dir $(MATHJAX)) mathjax-full@$(MATHJAX_VERSION) >/dev/null 2>&1) \
 		|| echo "npm or its registry is not available: the render check runs without MathJax itself"

@@ -75,7 +75,7 @@ def probe(python: str, env: dict) -> dict:
 def kernel_env(python: str) -> dict:
     """The kernel's environment: nothing of the calling venv (no PYTHONPATH to this checkout)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    env.update(PATH=f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin", NSA_MODE="quick",
+    env.update(PATH=f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin", NSA_MODE="quick", NSA_NO_WIDGETS="1",
                PYTHONPATH=str(ROOT / "tools" / "colab_stub"), NSA_DRIVE_MOUNT=str(WORK / "drive"),
                NSA_DATA_DIR=str(WORK / "data"), MPLBACKEND="module://matplotlib_inline.backend_inline")
     env.pop("NSA_RUN_DIR", None)
