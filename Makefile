@@ -30,8 +30,11 @@ test: $(STAMP)
 # rebuild the pages without executing them again.  NSA_NO_WIDGETS makes chapter 02 draw its
 # widget explorer statically: nbclient can hang on an ipywidgets.interact cell (nbclient#312).
 book: $(STAMP)
-	rm -rf _build/.jupyter_cache
-	NSA_MODE=quick NSA_NO_WIDGETS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . --warningiserror --keep-going --all
+	rm -rf _build/.jupyter_cache _build/html/reports
+	NSA_MODE=quick NSA_NO_WIDGETS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . --warningiserror --keep-going --all \
+		|| { for log in $$(find _build/html/reports -name '*.err.log' 2>/dev/null); do \
+			echo "=== $$log (the failed cell's traceback) ==="; tail -n 40 "$$log"; done; \
+			df -h . "$${TMPDIR:-/tmp}"; free -m 2>/dev/null; exit 1; }
 	@test -d $(MATHJAX)/mathjax-full || (command -v npm >/dev/null && npm install --silent --no-audit --no-fund \
 		--prefix $(dir $(MATHJAX)) mathjax-full@$(MATHJAX_VERSION) >/dev/null 2>&1) \
 		|| echo "npm or its registry is not available: the render check runs without MathJax itself"

@@ -25,7 +25,8 @@ import torch
 
 from nsa_tutorial.config import get_config
 from nsa_tutorial.evaluate import eval_size, provenance, write_json
-from nsa_tutorial.export import export_model, load_onnx
+from nsa_tutorial.export import export_model
+from nsa_tutorial.inference import load_onnx
 from nsa_tutorial.inference import predict, torch_predictor
 from nsa_tutorial.model import build_model
 

@@ -19,11 +19,16 @@ OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw
 TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
 MVTEC_CLASSES = OBJECTS + TEXTURES
 XRAY = ("rcxr_male", "rcxr_female")
+#: Anomaly synthesis methods: NSA and the baselines of the paper's Table 1 (``synthesis.METHOD_STEPS``).
 METHODS = ("nsa", "cutpaste", "fpi", "pii")
-LABELS = ("binary", "continuous", "logistic")  # label kinds, eq. 13-14 (nsa_tutorial.labels)
-BLEND_MODES = ("normal", "mixed")  # Poisson guidance, eq. 3-4 (nsa_tutorial.poisson)
+#: Label kinds, eq. 13-14 (:mod:`nsa_tutorial.labels`).
+LABELS = ("binary", "continuous", "logistic")
+#: Poisson guidance fields, eq. 3-4 (:mod:`nsa_tutorial.poisson`).
+BLEND_MODES = ("normal", "mixed")
+#: Ablation variants of the paper's Table 3 (``None``: full NSA).
 VARIANTS = (None, "A", "B", "C", "D")
-MODES = ("quick", "full")  # run modes (see default_mode)
+#: Run modes (see :func:`default_mode`).
+MODES = ("quick", "full")
 #: The paper's augmentation sizes for objects (Sec. 4.1): resize, centre crop, random crop (input).
 RESIZE, CROP, IMAGE_SIZE = 256, 230, 224
 #: Eq. 9's clip after resizing: "paper" clips the resized sides to Table 4's bounds, as the
@@ -60,21 +65,25 @@ TABLE4 = {
 #: moderate logistic curve the paper uses for most textures.
 DEFAULT_SETTINGS = (3, (0.06, 0.80), (0.06, 0.80), _NO_BG, (0.7, 1.3), 7, 1 / 3)
 
-#: The embedded elpv solar cells (``data.ELPV_CATEGORIES``): aligned objects, so they keep the
+#: The embedded elpv solar cells (``sources.ELPV_CATEGORIES``): aligned objects, so they keep the
 #: object settings explicitly, whatever a user's own data gets by default.
 EMBEDDED_OBJECTS = ("mono", "poly")
 #: The kind a user's own data (a name not in Table 4, not embedded, not ``texture_*``) gets
-#: when neither ``kind`` nor ``like`` is given.  Chosen by measurement: see the closing note of
-#: issue 13 and ``benchmarks/results/ab-size-clip-cpu.json``.
+#: when neither ``kind`` nor ``like`` is given.  Chosen by measurement on the embedded data
+#: (``benchmarks/ab_size_clip.py``, results in ``benchmarks/results/ab-size-clip-cpu.json``).
 OWN_DATA_KIND = "texture"
-#: Eq. 9's clip (``SIZE_CLIPS``) by default: the authors' rule for the paper's classes (it made
-#: the paper's numbers, so ``reproduce`` compares like with like), the paper's text for other
-#: data (better in the CPU A/B on the embedded data, where there is no number to reproduce).
-#: ``Config``'s own default, "paper", is what checkpoints from before the option used.
-REPRODUCE_SIZE_CLIP, OWN_DATA_SIZE_CLIP = "reference", "paper"
+#: Eq. 9's clip (``SIZE_CLIPS``) for the paper's classes: the authors' rule, which made the
+#: paper's numbers, so ``reproduce`` compares like with like.
+REPRODUCE_SIZE_CLIP = "reference"
+#: Eq. 9's clip for other data: the paper's text (better in the CPU A/B on the embedded data,
+#: where there is no number to reproduce).  ``Config``'s own default, "paper", is also what
+#: checkpoints from before the option used.
+OWN_DATA_SIZE_CLIP = "paper"
 
-LONG_TRAINING = ("hazelnut", "metal_nut", "screw")  # 560 epochs instead of 320
-UNALIGNED = ("bottle", "hazelnut", "metal_nut", "screw")  # random rotation up to 5 degrees
+#: Classes the authors train for 560 epochs instead of 320.
+LONG_TRAINING = ("hazelnut", "metal_nut", "screw")
+#: Unaligned classes: their augmentation adds a random rotation of up to 5 degrees.
+UNALIGNED = ("bottle", "hazelnut", "metal_nut", "screw")
 
 
 @dataclass(frozen=True)

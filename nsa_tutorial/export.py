@@ -1,4 +1,4 @@
-"""ONNX export of a trained model, and running the exported file with onnxruntime.
+"""ONNX export of a trained model (:func:`nsa_tutorial.inference.load_onnx` runs the file).
 
 Book chapter: *Using a trained model*.
 
@@ -17,27 +17,15 @@ import warnings
 from pathlib import Path
 from typing import Optional, Union
 
-import numpy as np
 import torch
 
 from .config import Config
-from .inference import Predictor, ScoringModel, load_calibration
+from .inference import METADATA_PREFIX, ScoringModel, load_calibration, needs_extra
 
 OPSET = 17
 #: Largest difference between an onnxruntime and a PyTorch anomaly map (and score) that the
 #: tests accept, for float32 on the CPU (both are sigmoid outputs in [0, 1]).
 PARITY_ATOL = 1e-4
-
-
-def _needs(module: str):
-    import importlib
-    import importlib.util
-
-    importlib.invalidate_caches()  # a package pip installed into the running kernel (Colab's install cell)
-    if importlib.util.find_spec(module) is None:
-        raise RuntimeError(f"{module} is not installed: pip install \"nsa-tutorial[export]\" "
-                           "(onnx and onnxruntime)")
-    return importlib.import_module(module)  # an installed package that fails to import says why
 
 
 def export_onnx(checkpoint: Union[str, Path], output: Union[str, Path]) -> Path:
@@ -65,7 +53,7 @@ def export_model(model: torch.nn.Module, config: Config, calibration: Optional[d
     from .evaluate import eval_size
     from .files import atomic_write
 
-    onnx = _needs("onnx")
+    onnx = needs_extra("onnx")
     output = Path(output)
     if output.is_dir():
         raise ValueError(f"output {output} is a folder; expected a file name such as model.onnx")
@@ -86,50 +74,10 @@ def export_model(model: torch.nn.Module, config: Config, calibration: Optional[d
                     "outputs": "scores: mean of the anomaly map; maps: anomaly maps, batch x size x size"}
         for key, value in metadata.items():
             entry = graph.metadata_props.add()
-            entry.key, entry.value = f"nsa_tutorial.{key}", value
+            entry.key, entry.value = METADATA_PREFIX + key, value
         graph.producer_name = "nsa_tutorial"
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))
 
     atomic_write(output, write)
     return output
-
-
-def read_metadata(path: Union[str, Path]) -> dict:
-    """The ``nsa_tutorial.*`` metadata of an exported file: config, calibration, input size."""
-    ort = _needs("onnxruntime")
-    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-    return _parse_metadata(meta, path)
-
-
-def _parse_metadata(meta: dict, path) -> dict:
-    try:
-        return {"config": Config(**json.loads(meta["nsa_tutorial.config"])),
-                "calibration": json.loads(meta["nsa_tutorial.calibration"]),
-                "input_size": int(meta["nsa_tutorial.input_size"])}
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path} is not an ONNX file written by nsa-tutorial export "
-                         f"(its nsa_tutorial metadata is missing or unreadable: {err})") from None
-
-
-def load_onnx(path: Union[str, Path], device: Union[str, torch.device, None] = None) -> Predictor:
-    """A :class:`~nsa_tutorial.inference.Predictor` that runs ``path`` with onnxruntime
-    (on CUDA if asked for and available, else the CPU)."""
-    ort = _needs("onnxruntime")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no ONNX file at {path}")
-    providers = ["CPUExecutionProvider"]
-    if device is not None and str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        session = ort.InferenceSession(str(path), providers=providers)
-    except Exception as err:  # onnxruntime raises its own exception types for unreadable files
-        raise ValueError(f"{path} is not a readable ONNX model ({type(err).__name__}: {err})") from None
-    meta = _parse_metadata(session.get_modelmeta().custom_metadata_map, path)
-
-    def run(batch: np.ndarray):
-        scores, maps = session.run(["scores", "maps"], {"images": np.ascontiguousarray(batch, np.uint8)})
-        return scores, maps
-
-    return Predictor(run, meta["config"], meta["calibration"], "onnxruntime", str(path))

@@ -8,7 +8,7 @@ split), scores them after training and stores, in ``model.pt``, their image scor
 thresholds at which a target share of normal images (and of normal pixels) would be flagged.
 
 Every prediction goes through :class:`ScoringModel`, the one graph that PyTorch runs here and
-that :mod:`nsa_tutorial.export` writes to ONNX: uint8 RGB images at the evaluation size in,
+that :mod:`nsa_tutorial.export` writes to ONNX (and :func:`load_onnx` runs with onnxruntime): uint8 RGB images at the evaluation size in,
 image scores (mean of the map, as in the paper's Table 1) and anomaly maps out.  Images of any
 size are resized to that square size (as in evaluation) and the maps resized back, so masks
 and overlays have each image's own resolution.
@@ -17,6 +17,7 @@ and overlays have each image's own resolution.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -255,8 +256,6 @@ def load_predictor(model: Union[str, Path, "Predictor"], device: Union[str, torc
         return model
     path = Path(model)
     if path.suffix.lower() == ".onnx":
-        from .export import load_onnx
-
         return load_onnx(path, device)
     from .train import load_model, pick_device
 
@@ -276,6 +275,64 @@ def torch_predictor(model: nn.Module, config: Config, calibration: Optional[dict
         return scores.float().cpu().numpy(), maps.float().cpu().numpy()
 
     return Predictor(run, config, calibration, "torch", source)
+
+
+# --------------------------------------------------------------------------- exported files
+
+#: Prefix of the metadata keys that :mod:`nsa_tutorial.export` writes into an ONNX file.
+METADATA_PREFIX = "nsa_tutorial."
+
+
+def needs_extra(module: str):
+    """Import an optional dependency of the ``export`` extra, or say how to install it."""
+    import importlib
+    import importlib.util
+
+    importlib.invalidate_caches()  # a package pip installed into the running kernel (Colab's install cell)
+    if importlib.util.find_spec(module) is None:
+        raise RuntimeError(f"{module} is not installed: pip install \"nsa-tutorial[export]\" "
+                           "(onnx and onnxruntime)")
+    return importlib.import_module(module)  # an installed package that fails to import says why
+
+
+def read_metadata(path: Union[str, Path]) -> dict:
+    """The ``nsa_tutorial.*`` metadata of an exported file: config, calibration, input size."""
+    ort = needs_extra("onnxruntime")
+    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    return _parse_metadata(meta, path)
+
+
+def _parse_metadata(meta: dict, path) -> dict:
+    try:
+        return {"config": Config(**json.loads(meta[METADATA_PREFIX + "config"])),
+                "calibration": json.loads(meta[METADATA_PREFIX + "calibration"]),
+                "input_size": int(meta[METADATA_PREFIX + "input_size"])}
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path} is not an ONNX file written by nsa-tutorial export "
+                         f"(its nsa_tutorial metadata is missing or unreadable: {err})") from None
+
+
+def load_onnx(path: Union[str, Path], device: Union[str, torch.device, None] = None) -> Predictor:
+    """A :class:`Predictor` that runs ``path`` with onnxruntime
+    (on CUDA if asked for and available, else the CPU)."""
+    ort = needs_extra("onnxruntime")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no ONNX file at {path}")
+    providers = ["CPUExecutionProvider"]
+    if device is not None and str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable files
+        raise ValueError(f"{path} is not a readable ONNX model ({type(err).__name__}: {err})") from None
+    meta = _parse_metadata(session.get_modelmeta().custom_metadata_map, path)
+
+    def run(batch: np.ndarray):
+        scores, maps = session.run(["scores", "maps"], {"images": np.ascontiguousarray(batch, np.uint8)})
+        return scores, maps
+
+    return Predictor(run, meta["config"], meta["calibration"], "onnxruntime", str(path))
 
 
 # --------------------------------------------------------------------------- predicting

@@ -149,7 +149,10 @@ def resized_side(s: float, side: int, config: Config) -> int:
     """Pixels of a patch side ``side`` after resizing by ``s`` (at least 3).
 
     ``"paper"``: rounded.  ``"reference"``: the authors' code keeps half-widths in whole
-    pixels, ``2 * floor(s * side / 2)`` (about 3 % less area).
+    pixels, ``2 * floor(s * side / 2)`` (about 3 % less area).  Either way a side is at least
+    3 pixels, the smallest patch with an interior pixel for the Poisson solve; so a reference
+    side of 2 (possible where the halved bound ``w_min W / 2`` is under 4 pixels: 3.8 px for
+    ``w_min`` = 0.06 at quick mode's 128 px) becomes 3, the one odd reference side.
     """
     if config.size_clip == "reference":
         return max(2 * int(s * side / 2), 3)

@@ -1,6 +1,9 @@
-"""Shared fixtures: real test images that ship inside scikit-image (no downloads)."""
+"""Shared fixtures: real test images that ship inside scikit-image (no downloads), and folders
+for a module's shared files."""
 
-from typing import Callable, Dict, Tuple
+import shutil
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Tuple
 
 import cv2
 import numpy as np
@@ -30,3 +33,24 @@ def real_image() -> Callable[..., np.ndarray]:
         return cache[name, hw].copy()
 
     return load
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory) -> Iterator[Callable[[str], Path]]:
+    """``module_tmp(name)``: a new folder for files that a module's tests share, removed when
+    the module's tests are done.
+
+    Trained models and checkpoints take 50-180 MB each: kept until the end of the session,
+    as ``tmp_path_factory`` keeps them, a test run held over 10 GB of disk at once.  (The
+    ``tmp_path`` of a passed test is removed at once: ``tmp_path_retention_policy`` in
+    ``pyproject.toml``.)
+    """
+    made: List[Path] = []
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)

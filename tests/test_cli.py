@@ -11,11 +11,11 @@ TINY = ["--mode", "quick", "--image-size", "64", "--epochs", "1", "--batch-size"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
+def trained(module_tmp):
+    cache = module_tmp("cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("NSA_DATA_DIR", str(cache))
-    out = tmp_path_factory.mktemp("run")
+    out = module_tmp("run")
     code = main(["train", "--data-root", "textures", "--category", "texture_brick", *TINY,
                  "--output", str(out)])
     yield code, out

@@ -214,8 +214,8 @@ class _Server:
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    source = make_category(tmp_path_factory.mktemp("src"), name="bottle")
+def archive(module_tmp):
+    source = make_category(module_tmp("src"), name="bottle")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:xz") as tar:
         tar.add(source, arcname="bottle")
@@ -264,11 +264,11 @@ def test_download_validates_hash(tmp_path):
 # --------------------------------------------------------------------------- embedded: solar cells
 
 @pytest.fixture(scope="module")
-def elpv(tmp_path_factory):
+def elpv(module_tmp):
     from elpv_dataset import utils
 
     loaded = utils.load_dataset()  # a few seconds: once per session
-    cache = tmp_path_factory.mktemp("cache")
+    cache = module_tmp("cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(utils, "load_dataset", lambda: loaded)
         root = sources.resolve_data_root("elpv", cache_dir=cache)
@@ -304,8 +304,8 @@ def test_elpv_is_built_once(elpv, monkeypatch):
 # --------------------------------------------------------------------------- embedded: textures
 
 @pytest.fixture(scope="module")
-def textures(tmp_path_factory):
-    return sources.resolve_data_root("textures", cache_dir=tmp_path_factory.mktemp("cache"))
+def textures(module_tmp):
+    return sources.resolve_data_root("textures", cache_dir=module_tmp("cache"))
 
 
 def test_textures_layout_and_masks(textures):

@@ -167,8 +167,8 @@ def _spawn(world: int, root: Path, *actions) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
+def runs(module_tmp):
+    root = module_tmp("ddp")
     _spawn(2, root, ("refused",), ("batched",), ("gradients", "two.grad"), ("train", "two", {}), ("train", "two_workers", {"num_workers": 1}),
            # SIGTERM to rank 1 only: both finish epoch 1, checkpoint and stop; then resume
            ("train", "stopped", {"stop_rank": 1}), ("copy", "stopped", "two_one"), ("train", "stopped", {}),
@@ -282,8 +282,8 @@ def _torchrun(*argv, env: dict, nproc: int = 2) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def cli_env(tmp_path_factory):
-    return {**os.environ, "NSA_DATA_DIR": str(tmp_path_factory.mktemp("cache")), "OMP_NUM_THREADS": "1",
+def cli_env(module_tmp):
+    return {**os.environ, "NSA_DATA_DIR": str(module_tmp("cache")), "OMP_NUM_THREADS": "1",
             "PYTHONPATH": str(Path(__file__).parents[1])}
 
 

@@ -15,8 +15,8 @@ from nsa_tutorial.config import get_config  # noqa: E402
 from nsa_tutorial.layout import load_category, load_test_item  # noqa: E402
 from nsa_tutorial.sources import resolve_data_root
 from nsa_tutorial.training_set import SyntheticAnomalyDataset
-from nsa_tutorial.export import PARITY_ATOL, export_onnx, read_metadata  # noqa: E402
-from nsa_tutorial.inference import (calibrate_checkpoint, calibration_split, load_calibration,  # noqa: E402
+from nsa_tutorial.export import PARITY_ATOL, export_onnx  # noqa: E402
+from nsa_tutorial.inference import (calibrate_checkpoint, calibration_split, load_calibration, read_metadata,  # noqa: E402
                                     load_predictor)
 from nsa_tutorial.train import train  # noqa: E402
 
@@ -24,18 +24,18 @@ TINY = ["--mode", "quick", "--image-size", "64", "--epochs", "1", "--batch-size"
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
+def cache(module_tmp):
     mp = pytest.MonkeyPatch()
-    mp.setenv("NSA_DATA_DIR", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("NSA_DATA_DIR", str(module_tmp("cache")))
     yield resolve_data_root("textures")
     mp.undo()
 
 
 @pytest.fixture(scope="module", params=["texture", "object"])
-def exported(request, cache, tmp_path_factory):
+def exported(request, cache, module_tmp):
     """A few training steps on 64 px bricks, as a texture (whole image) and as an object
     (the centre crop, zero padding), calibrated and exported."""
-    out = tmp_path_factory.mktemp(request.param)
+    out = module_tmp(request.param)
     config = get_config("texture_brick", kind=request.param, image_size=64, epochs=1, batch_size=8)
     category, held = calibration_split(load_category(cache, config.name), 0.2)
     train(config, SyntheticAnomalyDataset(category, config), out, max_steps_per_epoch=1, progress=False)

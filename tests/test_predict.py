@@ -125,12 +125,12 @@ def test_scoring_model_gives_the_maps_and_scores_of_evaluation(name, real_image)
 # --------------------------------------------------------------------------- a small trained model
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
+def model_path(module_tmp):
     """A model trained for one step on 64 px bricks, calibrated on 12 held-back normal images."""
-    cache = tmp_path_factory.mktemp("cache")
+    cache = module_tmp("cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("NSA_DATA_DIR", str(cache))
-    out = tmp_path_factory.mktemp("run")
+    out = module_tmp("run")
     config = get_config("texture_brick", image_size=64, epochs=1, batch_size=8)
     category, held = calibration_split(load_category(resolve_data_root("textures"), config.name), 0.2)
     train(config, SyntheticAnomalyDataset(category, config), out, max_steps_per_epoch=1, progress=False)

@@ -17,9 +17,9 @@ RUNS = {f"{c} seed 0" for c in CATEGORIES}
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(module_tmp):
     """One thread per process: runs in different processes compute in the same order (same metrics)."""
-    return {**os.environ, "NSA_DATA_DIR": str(tmp_path_factory.mktemp("cache")), "OMP_NUM_THREADS": "1",
+    return {**os.environ, "NSA_DATA_DIR": str(module_tmp("cache")), "OMP_NUM_THREADS": "1",
             "PYTHONPATH": str(Path(__file__).parents[1])}
 
 
@@ -37,8 +37,8 @@ def _finished_runs(stdout: str) -> set:
 
 
 @pytest.fixture(scope="module")
-def unsharded(env, tmp_path_factory):
-    output = tmp_path_factory.mktemp("unsharded")
+def unsharded(env, module_tmp):
+    output = module_tmp("unsharded")
     done = subprocess.run(_reproduce(output), env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _finished_runs(done.stdout) == RUNS

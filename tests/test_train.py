@@ -67,9 +67,9 @@ def test_loss_decreases_on_a_fixed_batch(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(module_tmp):
     """A straight 2-epoch run and one stopped after epoch 1 and resumed, with their datasets."""
-    root = tmp_path_factory.mktemp("runs")
+    root = module_tmp("runs")
     straight, first, second = SquareDataset(), SquareDataset(), SquareDataset()
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
