@@ -80,6 +80,13 @@ REPRODUCE_SIZE_CLIP = "reference"
 #: checkpoints from before the option used.
 OWN_DATA_SIZE_CLIP = "paper"
 
+#: Resize of a user's own images with object settings, before the random ``IMAGE_SIZE`` crop:
+#: the paper's objects are resized to 256, centre-cropped to 230 and random-cropped to 224, so
+#: training never sees a 5 % border that evaluation (zero-padded centre crop) never scores.
+#: Own data is scored whole (no part of a user's image silently dropped), so it is trained whole:
+#: resized to 230 (the paper's centre-crop size) and random-cropped to 224, a small scale change
+#: like the textures' 264/256.
+OWN_DATA_RESIZE = CROP
 #: Classes the authors train for 560 epochs instead of 320.
 LONG_TRAINING = ("hazelnut", "metal_nut", "screw")
 #: Unaligned classes: their augmentation adds a random rotation of up to 5 degrees.
@@ -265,6 +272,8 @@ def get_config(name: str, *, method: str = "nsa", label: str = "logistic",
     )
     if kind == "texture":
         fields.update(resize=264, crop=None, image_size=256, vflip=True)
+    elif name not in TABLE4:  # own data is trained, and scored, whole: no centre crop (see OWN_DATA_RESIZE)
+        fields.update(resize=OWN_DATA_RESIZE, crop=None)
     if kind == "xray":
         fields.update(rotation=3.0, normalize="none", epochs=240)
     if name in UNALIGNED:
@@ -286,7 +295,10 @@ def _borrowed(name: str, like: str, kind: Optional[str], arguments: dict) -> Con
     """``get_config(like, ...)`` under the name ``name``: every setting of an MVTec AD class."""
     _check(like in MVTEC_CLASSES, f"like must be an MVTec AD class ({', '.join(MVTEC_CLASSES)}), got {like!r}")
     _check(kind is None, f"give kind or like, not both (like={like!r} brings kind {_kind(like)!r})")
-    return get_config(like, **arguments).replace(name=name)
+    borrowed = get_config(like, **arguments)
+    if borrowed.crop is not None:  # own data is trained, and scored, whole (OWN_DATA_RESIZE)
+        borrowed = borrowed.replace(resize=round(OWN_DATA_RESIZE * borrowed.image_size / IMAGE_SIZE), crop=None)
+    return borrowed.replace(name=name)
 
 
 def describe(config: Config) -> str:

@@ -6,7 +6,7 @@ As the authors evaluate: test images and masks are resized to the evaluation
 resolution (256 in full mode; masks nearest-neighbour).  The paper's object classes
 are seen by the model as their centre ``image_size`` crop and the map is zero-padded
 back to the full resolution before pixel metrics; texture classes are seen whole.
-A user's own data (any class not in the paper's Table 4) is always scored whole, so
+A user's own data (any class not in the paper's Table 4) is trained and scored whole, so
 that no part of a user's image is silently dropped (:func:`centre_cropped`).
 """
 
@@ -28,14 +28,14 @@ from .metrics import au_pro, image_auroc, image_scores, pixel_auroc
 def centre_cropped(config: Config) -> bool:
     """Whether the model sees only the centre crop of a test image (the map outside is 0).
 
-    That is the paper's protocol for its own classes with a training crop (MVTec AD
-    objects, chest X-rays).  Any other class, a user's own data, is scored whole, even
-    with object settings (``kind="object"``, ``like="bottle"``): the model then sees the
-    whole image resized to ``image_size``.
+    Evaluation follows the training geometry: a model trained on centre crops (the paper's
+    protocol for MVTec AD objects and chest X-rays) is scored on the centre crop; one
+    trained on whole images (textures, and a user's own data even with object settings,
+    ``kind="object"`` or ``like="bottle"``: ``get_config`` gives them no crop) sees the whole
+    test image resized to ``image_size``.  Scoring whole what was trained on crops shows the
+    model a scale and a border it never saw (chance-level results on the solar cells).
     """
-    from .config import TABLE4
-
-    return config.crop is not None and config.name in TABLE4
+    return config.crop is not None
 
 
 def eval_size(config: Config) -> int:
@@ -156,16 +156,22 @@ def mean_and_se(values) -> tuple[float, Optional[float]]:
 
 
 def provenance() -> dict:
-    """Where a result came from: package version, git commit (if any), hardware and date."""
+    """Where a result came from: package version, git commit (if any; ``+dirty`` when tracked
+    files differ from it), hardware and date."""
     import platform
     import subprocess
     import time
 
     from . import __version__
 
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent,
+                              timeout=10).stdout.strip()
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+        commit = git("rev-parse", "--short", "HEAD") or None
+        if commit and git("status", "--porcelain", "--untracked-files=no"):
+            commit += "+dirty"  # the code that ran is not the commit: changed tracked files
     except (OSError, subprocess.SubprocessError):
         commit = None
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None

@@ -322,12 +322,13 @@ def test_like_borrows_every_setting_of_a_class_and_is_printed_and_stored(trained
         {k: v for k, v in carpet.items() if k not in SIZE_FIELDS}
     assert saved["name"] == "texture_grass" and saved["image_size"] == 64
 
-    out = tmp_path / "object"  # --kind object: source gradients and the object crops, scored whole
+    out = tmp_path / "object"  # --kind object: source gradients, no flips; trained and scored whole
     assert main(["train", "--data-root", "textures", "--category", "texture_grass", "--kind", "object",
                  *TINY, "--output", str(out)]) == 0
     saved = torch.load(out / "model.pt", weights_only=False)["config"]
     assert (saved["kind"], saved["blend"], saved["vflip"]) == ("object", "normal", False)
-    assert saved["crop"] is not None and saved["size_clip"] == get_config("x").size_clip
+    assert saved["crop"] is None and saved["size_clip"] == get_config("x").size_clip
+    assert saved["resize"] > saved["image_size"] == 64  # random crops of the slightly larger image
     metrics = tmp_path / "object.json"
     assert main(["evaluate", "--data-root", "textures", "--category", "texture_grass",
                  "--checkpoint", str(out / "model.pt"), "--output", str(metrics)]) == 0

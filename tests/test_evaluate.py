@@ -87,15 +87,51 @@ class Extremeness(torch.nn.Module):
         return (x.mean(dim=1, keepdim=True) - 0.5).abs() * 2
 
 
-def test_own_data_is_scored_whole_and_only_the_papers_objects_are_cropped():
+def test_own_data_is_trained_and_scored_whole_and_only_the_papers_objects_are_cropped():
     from nsa_tutorial.evaluate import centre_cropped
 
     assert centre_cropped(get_config("bottle")) and centre_cropped(get_config("rcxr_male"))
     assert not centre_cropped(get_config("carpet"))
-    for own in (get_config("my_widgets", kind="object"), get_config("my_widgets", like="bottle"),
-                get_config("mono")):
-        assert own.crop is not None and not centre_cropped(own)
-        assert eval_size(own) == own.image_size  # the model sees the whole image
+    for mode in ("full", "quick"):
+        paper = get_config("bottle", mode=mode)
+        for own in (get_config("my_widgets", kind="object", mode=mode),
+                    get_config("my_widgets", like="bottle", mode=mode), get_config("mono", mode=mode)):
+            assert own.crop is None and not centre_cropped(own)  # no centre crop in training either
+            assert eval_size(own) == own.image_size  # the model sees the whole image
+            # trained on random crops of the image resized to the paper's centre-crop size
+            assert own.resize == paper.crop and own.image_size == paper.image_size
+
+
+def test_evaluation_follows_the_training_geometry(tmp_path):
+    """Defect reproduced: own-data objects (the solar cells) were trained on centre crops (the
+    image zoomed by resize/crop = 256/230) but scored whole.  Now the training crops and the
+    test input show the same scale: stripes keep their period within 5 %."""
+    import cv2
+
+    from nsa_tutorial.evaluate import load_test_set
+    from nsa_tutorial.layout import load_category
+    from nsa_tutorial.training_set import SyntheticAnomalyDataset
+
+    image = np.zeros((300, 300, 3), np.uint8)
+    for x in range(0, 300, 30):
+        image[:, x:x + 6] = 255  # vertical stripes every 30 px
+    for folder in ("mono/train/good", "mono/test/good"):
+        (tmp_path / folder).mkdir(parents=True)
+        for k in range(2):
+            cv2.imwrite(str(tmp_path / folder / f"{k}.png"), image)
+    with pytest.warns(UserWarning, match="no ground_truth folder"):  # image labels only, as the cells
+        category = load_category(tmp_path, "mono")
+
+    def period(a: np.ndarray) -> float:
+        row = a[a.shape[0] // 2, :, 0] > 127
+        return float(np.diff(np.flatnonzero(row[1:] & ~row[:-1])).mean())  # rising edges
+
+    for config in (get_config("mono", mode="quick"), get_config("mono")):
+        dataset = SyntheticAnomalyDataset(category, config)
+        train_crop = dataset.augment(dataset.images[0], np.random.default_rng(0))
+        test_image = load_test_set(category, config)[0][0]
+        assert train_crop.shape[:2] == (config.image_size,) * 2
+        assert abs(period(train_crop) / period(test_image) - 1) < 0.05
 
 
 def test_border_defects_are_found_whole_and_lost_with_the_centre_crop(tmp_path):
@@ -109,7 +145,8 @@ def test_border_defects_are_found_whole_and_lost_with_the_centre_crop(tmp_path):
     category = load_category(resolve_data_root("textures", cache_dir=tmp_path), "texture_gravel")
     category.test = [t for t in category.test if t.defect in ("good", "border_chunk")]
     own = get_config("texture_gravel", kind="object", mode="quick", normalize="none")
-    cropped = own.replace(name="bottle")  # the same settings under the paper's object protocol
+    paper = get_config("bottle", mode="quick")  # the same settings under the paper's object protocol
+    cropped = own.replace(name="bottle", resize=paper.resize, crop=paper.crop)
     assert not centre_cropped(own) and centre_cropped(cropped)
     results = {}
     for name, config in (("whole", own), ("crop", cropped)):
@@ -125,3 +162,18 @@ def test_border_defects_are_found_whole_and_lost_with_the_centre_crop(tmp_path):
     assert results["whole"]["unseen"] == 0 and results["crop"]["unseen"] > 0.4
     assert results["whole"]["found"] >= 0.75 and results["crop"]["found"] <= 0.25
     assert results["whole"]["pixel_auroc"] > results["crop"]["pixel_auroc"] + 0.1
+
+
+@pytest.mark.parametrize("status, expected", [("", "abc1234"), (" M nsa_tutorial/config.py", "abc1234+dirty")])
+def test_provenance_marks_a_commit_with_changed_tracked_files(monkeypatch, status, expected):
+    """A result recorded from a working tree with uncommitted changes must not claim the commit."""
+    import subprocess
+
+    from nsa_tutorial.evaluate import provenance
+
+    def fake_run(args, **kwargs):
+        out = "abc1234\n" if args[1] == "rev-parse" else status
+        return subprocess.CompletedProcess(args, 0, stdout=out, stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert provenance()["commit"] == expected
