@@ -12,9 +12,10 @@ evaluation.  Two questions:
   (image labels only), each with the settings ``get_config`` gives them (textures: texture
   settings, evaluated whole; solar cells: object settings, explicitly).
 * own data: the same textures treated as a user's own data under the old defaults (object
-  settings, i.e. source-gradient blending, object crops and no flips, evaluated as the paper's
-  objects with a zero-padded centre crop: arm ``own_object_crop``), with object settings but
-  scored whole (``own_object_whole``), against texture settings scored whole (the ``ab`` runs).
+  settings, i.e. source-gradient blending, the paper's object crops in training and no flips,
+  evaluated as the paper's objects with a zero-padded centre crop: arm ``own_object_crop``),
+  with object settings as ``get_config`` gives own data today (no centre crop: trained and
+  scored whole, ``own_object_whole``), against texture settings scored whole (the ``ab`` runs).
 
 Resumable: every run writes its ``metrics.json`` atomically into ``--work``; a run whose
 metrics exist and match its config is skipped, an interrupted training resumes from its
@@ -56,11 +57,13 @@ def plan(seeds, epochs: int) -> list:
             for seed in seeds:
                 runs.append((f"ab_{clip}", root, name, seed,
                              get_config(name, mode="quick", kind=kind, size_clip=clip, epochs=epochs), "whole"))
+    paper_object = get_config("bottle", mode="quick")  # the paper's object geometry: centre crop in training
     for name in TEXTURES:
         config = get_config(name, mode="quick", kind="object", size_clip="paper", epochs=epochs)
-        for arm, protocol in (("own_object_crop", "crop"), ("own_object_whole", "whole")):
+        old = config.replace(resize=paper_object.resize, crop=paper_object.crop)
+        for arm, protocol, arm_config in (("own_object_crop", "crop", old), ("own_object_whole", "whole", config)):
             for seed in seeds:
-                runs.append((arm, "textures", name, seed, config, protocol))
+                runs.append((arm, "textures", name, seed, arm_config, protocol))
     return runs
 
 
@@ -74,7 +77,7 @@ def evaluate_crop(model, category, config) -> dict:
     return compute_metrics(labels, maps, masks if category.has_masks else None)
 
 
-def run_one(work: Path, max_steps: int, arm, root, name, seed, config, protocol) -> dict:
+def run_one(work: Path, max_steps: int, commit: str, arm, root, name, seed, config, protocol) -> dict:
     folder = work / arm / name / f"seed{seed}"
     metrics_path = folder / "metrics.json"
     expected = {"config": dataclasses.asdict(config), "protocol": protocol, "max_steps_per_epoch": max_steps}
@@ -96,7 +99,7 @@ def run_one(work: Path, max_steps: int, arm, root, name, seed, config, protocol)
         result = evaluate(model, category, config)
     record = {"arm": arm, "category": name, "seed": seed, "protocol": protocol,
               **{m: result[m] for m in METRICS}, "resolution": result["resolution"],
-              "train_s": round(train_s, 1), "total_s": round(time.time() - start, 1), **expected}
+              "train_s": round(train_s, 1), "total_s": round(time.time() - start, 1), "commit": commit, **expected}
     write_json(metrics_path, record, overwrite=True, within=work)
     return record
 
@@ -123,11 +126,17 @@ def summary(records: list, args, started: str, origin: dict) -> dict:
             "budget": {"mode": "quick", "image_size": 128, "batch_size": 16, "epochs": args.epochs,
                        "max_steps_per_epoch": args.max_steps,
                        "threads": torch.get_num_threads(), "device": "cpu"},
-            "seeds": args.seeds, "started": started, "provenance": origin,
+            "seeds": args.seeds, "started": started, "provenance": {**origin, **({"note": args.note} if args.note else {})},
+            # runs reused from an earlier invocation keep the commit they recorded ("unrecorded" before
+            # runs recorded one)
+            "run_commits": {c: sum(r.get("commit", "unrecorded") == c for r in records)
+                            for c in sorted({r.get("commit", "unrecorded") for r in records})},
             "arms": {"ab_paper": "size_clip='paper', get_config's settings (textures: texture kind; mono: object)",
                      "ab_reference": "size_clip='reference', same settings",
-                     "own_object_crop": "textures as own data, old defaults: object settings, centre-crop protocol",
-                     "own_object_whole": "textures as own data, object settings, scored whole"},
+                     "own_object_crop": "textures as own data, old defaults: object settings, the paper's "
+                                        "centre crop in training and evaluation",
+                     "own_object_whole": "textures as own data, object settings as get_config gives own data "
+                                         "(no centre crop): trained and scored whole"},
             "stats": stats, "textures_pooled": pooled,
             "runs": sorted(({k: v for k, v in r.items() if k != "config"} for r in records),
                            key=lambda r: (r["arm"], r["category"], r["seed"]))}
@@ -142,6 +151,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="arms to run (default: all)")
     parser.add_argument("--limit", type=int, default=None, help="stop after this many runs (timing)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/ab-size-clip-cpu.json"))
+    parser.add_argument("--note", default=None, help="a line of context stored with the provenance")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -149,7 +159,7 @@ def main() -> None:
     records = []
     runs = [r for r in plan(args.seeds, args.epochs) if args.only is None or r[0] in args.only]
     for i, run in enumerate(runs[:args.limit]):
-        record = run_one(args.work, args.max_steps, *run)
+        record = run_one(args.work, args.max_steps, origin["commit"], *run)
         records.append(record)
         print(f"[{i + 1}/{len(runs)}] {record['arm']} {record['category']} seed {record['seed']}: "
               + ", ".join(f"{m} {record[m]:.3f}" for m in METRICS if record[m] is not None)
