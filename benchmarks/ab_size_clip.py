@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ from nsa_tutorial.sources import resolve_data_root
 from nsa_tutorial.training_set import SyntheticAnomalyDataset
 from nsa_tutorial.evaluate import METRICS, compute_metrics, evaluate, mean_and_se, predict_maps, provenance
 from nsa_tutorial.files import read_result, write_json
-from nsa_tutorial.train import load_model, train
+from nsa_tutorial.train import ResumeError, load_model, train
 
 TEXTURES = ("texture_brick", "texture_grass", "texture_gravel")
 DATASETS = {**{name: "textures" for name in TEXTURES}, "mono": "elpv"}
@@ -87,10 +88,15 @@ def run_one(work: Path, max_steps: int, commit: str, arm, root, name, seed, conf
     category = load_category(resolve_data_root(root), name)
     start = time.time()
     dataset = SyntheticAnomalyDataset(category, config, seed=seed)
-    # training is only the first part of the run folder: a model from an earlier, other
-    # setting (a new config) is refused by train(), so such a folder is started afresh
-    train(config, dataset, folder / "train", device="cpu", seed=seed, progress=False,
-          checkpoint_every=0, max_steps_per_epoch=max_steps)
+    def train_run() -> None:
+        train(config, dataset, folder / "train", device="cpu", seed=seed, progress=False,
+              checkpoint_every=0, max_steps_per_epoch=max_steps)
+
+    try:  # an interrupted run resumes from its checkpoint
+        train_run()
+    except ResumeError:  # the folder of an earlier, other setting (a changed config): start afresh
+        shutil.rmtree(folder / "train")
+        train_run()
     model, _ = load_model(folder / "train" / "model.pt")
     train_s = time.time() - start
     if protocol == "crop":
