@@ -242,7 +242,9 @@ def get_config(name: str, *, method: str = "nsa", label: str = "logistic",
     :data:`DEFAULT_SETTINGS` and ``kind`` (default :data:`OWN_DATA_KIND`; names
     starting with ``texture_`` are textures, the embedded solar cells objects).
     ``like="carpet"`` gives a class every setting of that MVTec AD class instead (Table 4,
-    blending mode, augmentation, epochs, size_clip); only the name stays.  ``size_clip``
+    blending mode, augmentation, epochs, size_clip); only the name stays, and own data never
+    gets the objects' centre crop: it is trained on random crops of the image resized to
+    :data:`OWN_DATA_RESIZE` and scored whole.  ``size_clip``
     defaults to :data:`REPRODUCE_SIZE_CLIP` for the paper's classes and to
     :data:`OWN_DATA_SIZE_CLIP` for other data.  ``mode="quick"`` shrinks images to 128 px,
     batches to 16 and training to 10 epochs so that a laptop CPU runs it.

@@ -245,3 +245,16 @@ def test_train_without_calibration_split_says_so_and_predict_needs_a_threshold(t
         warnings.simplefilter("ignore")
         assert main(["predict", "--checkpoint", str(out / "model.pt"), str(folder), "--output",
                      str(tmp_path / "p"), "--threshold", "0.5"]) == 0
+
+
+def test_an_onnx_file_without_onnxruntime_says_how_to_install_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    from nsa_tutorial.inference import load_predictor
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    (tmp_path / "model.onnx").write_bytes(b"not used")
+    with pytest.raises(RuntimeError, match=r'onnxruntime is not installed: pip install "nsa-tutorial\[export\]"'):
+        load_predictor(tmp_path / "model.onnx")
