@@ -30,11 +30,14 @@ test: $(STAMP)
 # rebuild the pages without executing them again.  NSA_NO_WIDGETS makes chapter 02 draw its
 # widget explorer statically: nbclient can hang on an ipywidgets.interact cell (nbclient#312).
 book: $(STAMP)
-	rm -rf _build/.jupyter_cache _build/html/reports
-	NSA_MODE=quick NSA_NO_WIDGETS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . --warningiserror --keep-going --all \
-		|| { for log in $$(find _build/html/reports -name '*.err.log' 2>/dev/null); do \
-			echo "=== $$log (the failed cell's traceback) ==="; tail -n 40 "$$log"; done; \
-			df -h . "$${TMPDIR:-/tmp}"; free -m 2>/dev/null; exit 1; }
+	rm -rf _build/.jupyter_cache
+	mkdir -p _build
+	{ NSA_MODE=quick NSA_NO_WIDGETS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . \
+		--warningiserror --keep-going --all 2>&1; echo $$? > _build/book-status; } | tee _build/book-build.log
+	@test "$$(cat _build/book-status)" = 0 || { echo "=== make book failed; the failed cell and its error:"; \
+		awk '/An error occurred while executing|A cell timed out/{p=1} p{print} p&&/mystnb.exec/{exit}' \
+			_build/book-build.log | tail -n 60; grep -a "WARNING" _build/book-build.log | tail -n 20; \
+		df -h . "$${TMPDIR:-/tmp}"; free -m 2>/dev/null; exit 1; }
 	@test -d $(MATHJAX)/mathjax-full || (command -v npm >/dev/null && npm install --silent --no-audit --no-fund \
 		--prefix $(dir $(MATHJAX)) mathjax-full@$(MATHJAX_VERSION) >/dev/null 2>&1) \
 		|| echo "npm or its registry is not available: the render check runs without MathJax itself"

@@ -38,6 +38,8 @@ def glue(name: str, value: Any, display: bool = True) -> None:
     output would; ``display=False`` prints one line ``name = value``, so that a reader of the
     notebook sees the number the page's text refers to. Book chapters: all of them.
     """
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a numpy (or torch) scalar:
+        value = value.item()  # myst-nb formats numbers from their repr, which for np.float64 is not one
     myst_glue = _myst_nb_glue()
     if myst_glue is not None:
         myst_glue(name, value, display=display)

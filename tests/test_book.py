@@ -17,6 +17,19 @@ def test_glue_uses_myst_nb_in_a_book_build(monkeypatch):
     assert calls == [(("x", 1.5), {"display": False})]
 
 
+def test_glue_hands_myst_nb_plain_numbers_for_numpy_scalars(monkeypatch):
+    """Defect reproduced: myst-nb formats a glued number from its text/plain repr, and for an
+    np.float64 that is 'np.float64(6.45)': '{glue:text}`x:.0f`' failed the book build."""
+    import numpy as np
+
+    calls = []
+    monkeypatch.setattr(book, "_myst_nb_glue", lambda: lambda name, value, **kw: calls.append(value))
+    for value in (np.float64(6.45), np.float32(0.5), np.int64(3), np.bool_(True)):
+        book.glue("x", value, display=False)
+    assert calls == [6.45, 0.5, 3, True] and [type(v) for v in calls] == [float, float, int, bool]
+    assert repr(calls[0]) == "6.45"  # what myst-nb parses
+
+
 def test_glue_without_myst_nb_prints_hidden_values_and_displays_the_others(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "myst_nb", None)  # import myst_nb now raises ImportError
     assert book._myst_nb_glue() is None
