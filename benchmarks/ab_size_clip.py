@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -128,7 +129,7 @@ def summary(records: list, args, started: str, origin: dict) -> dict:
                 seeds=len(seeds)) for m in METRICS}
     return {"description": "size_clip A/B (paper vs reference) and own-data settings, quick mode, one fixed "
                            "budget per run; mean and standard error over seeds",
-            "command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv),
+            "command": "OMP_NUM_THREADS=1 python " + shlex.join(sys.argv),
             "budget": {"mode": "quick", "image_size": 128, "batch_size": 16, "epochs": args.epochs,
                        "max_steps_per_epoch": args.max_steps,
                        "threads": torch.get_num_threads(), "device": "cpu"},
