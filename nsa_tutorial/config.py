@@ -299,7 +299,7 @@ def _borrowed(name: str, like: str, kind: Optional[str], arguments: dict) -> Con
     _check(kind is None, f"give kind or like, not both (like={like!r} brings kind {_kind(like)!r})")
     borrowed = get_config(like, **arguments)
     if borrowed.crop is not None:  # own data is trained, and scored, whole (OWN_DATA_RESIZE)
-        borrowed = borrowed.replace(resize=round(OWN_DATA_RESIZE * borrowed.image_size / IMAGE_SIZE), crop=None)
+        borrowed = borrowed.replace(**_scaled_sizes(dict(resize=OWN_DATA_RESIZE, crop=None), borrowed.image_size))
     return borrowed.replace(name=name)
 
 
