@@ -38,10 +38,10 @@ import numpy as np
 import torch
 
 from nsa_tutorial.config import get_config
-from nsa_tutorial.layout import load_category, load_test_item
+from nsa_tutorial.layout import load_category
 from nsa_tutorial.sources import resolve_data_root
 from nsa_tutorial.training_set import SyntheticAnomalyDataset
-from nsa_tutorial.evaluate import METRICS, compute_metrics, evaluate, mean_and_se, predict_maps, provenance
+from nsa_tutorial.evaluate import METRICS, evaluate, mean_and_se, provenance
 from nsa_tutorial.files import read_result, write_json
 from nsa_tutorial.train import ResumeError, load_model, train
 
@@ -69,16 +69,6 @@ def plan(seeds, epochs: int) -> list:
     return runs
 
 
-def evaluate_crop(model, category, config) -> dict:
-    """The old evaluation of a user's own data with object settings: the paper's objects'
-    protocol (images at ``config.resize``, the model sees the centre crop, the map is 0 outside)."""
-    pairs = [load_test_item(item, config.resize) for item in category.test]
-    images, masks = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-    labels = np.array([item.label for item in category.test])
-    maps = predict_maps(model, images, config)
-    return compute_metrics(labels, maps, masks if category.has_masks else None)
-
-
 def run_one(work: Path, max_steps: int, commit: str, arm, root, name, seed, config, protocol) -> dict:
     folder = work / arm / name / f"seed{seed}"
     metrics_path = folder / "metrics.json"
@@ -100,10 +90,7 @@ def run_one(work: Path, max_steps: int, commit: str, arm, root, name, seed, conf
         train_run()
     model, _ = load_model(folder / "train" / "model.pt")
     train_s = time.time() - start
-    if protocol == "crop":
-        result = evaluate_crop(model, category, config)
-    else:
-        result = evaluate(model, category, config)
+    result = evaluate(model, category, config)  # the config's geometry decides: crop set, centre-crop protocol
     record = {"arm": arm, "category": name, "seed": seed, "protocol": protocol,
               **{m: result[m] for m in METRICS}, "resolution": result["resolution"],
               "train_s": round(train_s, 1), "total_s": round(time.time() - start, 1), "commit": commit, **expected}
