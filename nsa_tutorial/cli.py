@@ -411,7 +411,7 @@ def cmd_export(args) -> None:
 
 def _add_use_commands(sub) -> None:
     p = sub.add_parser("predict", help="anomaly scores, decisions, heatmaps and masks for new images")
-    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt or an exported .onnx file")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt, an exported .onnx file, or pretrained:NAME (a shipped reference model)")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--output", type=Path, required=True, help="folder for the results")
     p.add_argument("--threshold", default=None,
@@ -423,7 +423,7 @@ def _add_use_commands(sub) -> None:
     p.add_argument("--batch-size", type=_int_option("--batch-size"), default=16)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("export", help="write a trained model as an ONNX file (normalisation and metadata inside)")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt, or pretrained:NAME")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", type=Path, required=True)
     p.set_defaults(func=cmd_export)
@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="image AUROC, pixel AUROC and AU-PRO of a trained model")
     p.add_argument("--data-root", required=True)
     p.add_argument("--category", required=True)
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt, or pretrained:NAME")
     p.add_argument("--device", default=None)
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")

@@ -131,6 +131,10 @@ def calibrate_checkpoint(model_path: Union[str, Path], images: Sequence, target_
 
 def load_calibration(model_path: Union[str, Path]) -> Optional[dict]:
     """The calibration stored in ``model.pt`` (``None`` for a model trained without a split)."""
+    from .pretrained import entry, pretrained_name
+
+    if pretrained_name(model_path) is not None:
+        return entry(pretrained_name(model_path)).get("calibration")
     data = torch.load(Path(model_path), map_location="cpu", weights_only=True)
     return data.get("calibration") if isinstance(data, dict) else None
 

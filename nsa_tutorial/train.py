@@ -585,10 +585,16 @@ def _model_file(parts: _Parts, config: Config, history: dict) -> dict:
 
 
 def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> tuple[NSAModel, Config]:
-    """The trained model (in eval mode) and its config from a ``model.pt`` written by :func:`train`.
+    """The trained model (in eval mode) and its config from a ``model.pt`` written by :func:`train`,
+    or from ``"pretrained:NAME"``, a shipped reference model (:func:`nsa_tutorial.pretrained.pretrained`).
 
     Book chapter: *Training*.
     """
+    from nsa_tutorial.pretrained import pretrained, pretrained_name
+
+    if pretrained_name(path) is not None:
+        reference = pretrained(pretrained_name(path), device)
+        return reference.model, reference.config
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}; train() writes output_dir/model.pt")
