@@ -26,13 +26,14 @@ $(STAMP): pyproject.toml requirements-dev.txt
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Every chapter is executed anew (the cache is cleared first); the cache lets `make student`
+# Every chapter is executed anew (the cache and the build's own run folder are cleared first; the
+# chapters themselves resume runs and never delete one); the cache lets `make student`
 # rebuild the pages without executing them again.  NSA_NO_WIDGETS makes chapter 02 draw its
 # widget explorer statically: nbclient can hang on an ipywidgets.interact cell (nbclient#312).
 book: $(STAMP)
-	rm -rf _build/.jupyter_cache
+	rm -rf _build/.jupyter_cache _build/book-runs
 	mkdir -p _build
-	{ NSA_MODE=quick NSA_NO_WIDGETS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . \
+	{ NSA_MODE=quick NSA_NO_WIDGETS=1 NSA_RUN_DIR=$(abspath _build/book-runs) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . \
 		--warningiserror --keep-going --all 2>&1; echo $$? > _build/book-status; } | tee _build/book-build.log
 	@test "$$(cat _build/book-status)" = 0 || { echo "=== make book failed; the failed cell and its error:"; \
 		awk '/An error occurred while executing|A cell timed out/{p=1} p{print} p&&/mystnb.exec/{exit}' \

@@ -83,6 +83,28 @@ def drive_run_root(folder: str = DRIVE_RUN_FOLDER, mount_point: Optional[str] = 
     return root
 
 
+def set_aside(run_dir: "str | os.PathLike") -> Optional[Path]:
+    """Move the run folder ``run_dir`` aside, never deleting it: a chapter's ``RESTART = True``.
+
+    The folder becomes ``NAME.old-YYYYmmdd-HHMMSS`` beside it (a number is added if that exists)
+    and the new place is returned; ``None`` if there was no folder.  Without ``RESTART`` the
+    chapters resume what the folder holds (a disconnected Colab runtime loses nothing).
+    Book chapters: *Training*, *Evaluation*, *Using a trained model*.
+    """
+    import time
+
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = run_dir.with_name(f"{run_dir.name}.old-{stamp}"), 1
+    while target.exists():
+        target, n = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}"), n + 1
+    run_dir.rename(target)
+    print(f"The previous run was moved to {target}; training starts afresh in {run_dir}.")
+    return target
+
+
 def run_root(default: str = "../_build/runs", use_drive: bool = True) -> Path:
     """The run folder of chapters *Training* and *Evaluation*.
 

@@ -3,6 +3,7 @@
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,3 +100,31 @@ def test_forward_gflops_of_a_single_convolution():
     # 8 output channels x 16 x 16 pixels x (3 x 3 x 3) multiply-adds, 2 FLOPs each
     assert book.forward_gflops(conv, 16) == pytest.approx(2 * 8 * 16 * 16 * 27 / 1e9)
     assert conv.training  # mode restored
+
+
+def test_set_aside_moves_a_run_and_never_deletes_it(tmp_path):
+    from nsa_tutorial.book import set_aside
+
+    run = tmp_path / "runs" / "mono"
+    assert set_aside(run) is None  # nothing there: nothing to move
+    moved = []
+    for i in range(3):  # the same second three times: each gets its own name
+        run.mkdir(parents=True)
+        (run / "checkpoint.pt").write_bytes(bytes([i]))
+        moved.append(set_aside(run))
+        assert not run.exists()
+    assert len(set(moved)) == 3
+    assert sorted(p.joinpath("checkpoint.pt").read_bytes() for p in moved) == [b"\x00", b"\x01", b"\x02"]
+    assert all(p.parent == run.parent and p.name.startswith("mono.old-") for p in moved)
+
+
+def test_no_chapter_deletes_a_run_folder():
+    """Chapters resume their runs; RESTART moves a run aside (set_aside).  Deleting is left to the
+    chapters' own temporary folders (tempfile), never a folder under the run root."""
+    import re
+
+    book = Path(__file__).resolve().parent.parent / "book"
+    for chapter in sorted(book.glob("*.md")):
+        for line in chapter.read_text().splitlines():
+            if "rmtree(" in line:
+                assert not re.search(r"rmtree\((RUN|TEXTURE_RUN|RUN_ROOT)", line), f"{chapter.name}: {line.strip()}"

@@ -10,7 +10,9 @@ at start-up, as Colab's runtime does; its ``drive.mount`` makes a local folder l
 Google Drive, so chapters 6 and 7 share their run folder there. The install cell's
 ``git+https://github.com/...@vX.Y.Z`` URL is the one thing rewritten: to a copy of this
 checkout, because CI has no GitHub. Quick mode (NSA_MODE=quick). Exit 1 naming every
-notebook that failed; torch must come out of the install cells untouched.
+notebook that failed; torch must come out of the install cells untouched. Chapter 6 then runs
+a second time in a new kernel with the same Drive, as after a disconnected runtime: its
+checkpoints must be resumed, never deleted or trained again.
 """
 
 from __future__ import annotations
@@ -146,6 +148,24 @@ def run_isolated(path: Path, package: Path, tag: str, timeout: int) -> Optional[
     return text or None
 
 
+def returning_user(path: Path, package: Path, tag: str, timeout: int) -> Optional[str]:
+    """Run ``path`` again in a new kernel with the Drive of the first run, as a user does after a
+    disconnected runtime: every checkpoint on Drive must still be there, the same file (the run
+    is resumed, not deleted and trained again)."""
+    def checkpoints() -> dict:
+        return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (WORK / "drive").rglob("checkpoint.pt")}
+
+    before = checkpoints()
+    if not before:
+        return f"the first run of {path.name} left no checkpoint on the stub Drive ({WORK / 'drive'})"
+    error = run_isolated(path, package, tag, timeout)
+    if error:
+        return error
+    after = checkpoints()
+    changed = [str(p) for p in before if after.get(p) != before[p]]
+    return f"checkpoints deleted or rewritten by the second run: {changed}" if changed else None
+
+
 def _kill_kernel_and_exit(client: NotebookClient) -> None:
     """On SIGTERM (e.g. from ``timeout``): the kernel runs in its own session, so end it too."""
     pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
@@ -199,6 +219,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{'FAIL' if error else 'ok  '} {path.name:28s} {time.perf_counter() - t0:6.0f} s", flush=True)
             if error:
                 failures.append(path.name)
+                print("    " + error.replace("\n", "\n    "), flush=True)
+        returning = [p for p in notebooks if p.stem == "06_training"]
+        if returning and "06_training.ipynb" not in failures:
+            error = returning_user(returning[0], package, tag, args.timeout)
+            print(f"{'FAIL' if error else 'ok  '} {'06_training.ipynb again':28s} (a new kernel, as after a "
+                  "disconnect: the run on Drive is resumed, not deleted)", flush=True)
+            if error:
+                failures.append("06_training.ipynb run again")
                 print("    " + error.replace("\n", "\n    "), flush=True)
     after = probe(python, env)
     if (after["torch"], after["torch_mtime"]) != (before["torch"], before["torch_mtime"]):
