@@ -96,7 +96,8 @@ def train_with_curve(name: str, seed: int, output: Path, workers: int) -> dict:
         model, _ = load_model(folder / "model.pt")
         point = {"epoch": stop, **{k: v for k, v in test_metrics(model, config, test, "cpu").items()
                                    if k in ("image_auroc", "pixel_auroc", "au_pro")},
-                 "loss": history["loss"][-1], "train_seconds": sum(history["seconds"])}
+                 "loss": history["loss"][-1], "train_seconds": sum(history["seconds"]),
+                 "commit": provenance()["commit"]}  # the code that trained the epochs up to this point
         curve.append(point)
         atomic_write(curve_path, lambda tmp: tmp.write_text(json.dumps(curve, indent=1)))
         print(f"{name} seed {seed}: epoch {stop}: " + ", ".join(
