@@ -169,20 +169,21 @@ def loss_weight(loader: DataLoader, step: int) -> float:
 def wrap(model: nn.Module, device: torch.device) -> Optional[nn.Module]:
     """``None`` in one process; else ``model`` with synchronised BatchNorm, wrapped in DDP.
 
-    The BatchNorm layers are changed in place and keep their parameters and buffers, so
-    ``model.state_dict()`` (what checkpoints and ``model.pt`` hold) is the one-process layout.
+    The BatchNorm layers are replaced in place and keep their parameters and buffers (the
+    optimizer's), so ``model.state_dict()`` (what checkpoints and ``model.pt`` hold) is the
+    one-process layout.  On GPUs: torch's ``convert_sync_batchnorm``; on CPUs, where torch's
+    ``SyncBatchNorm`` does not run, each layer becomes a :class:`SyncBatchNormCPU`, a subclass
+    that adds no state.
     """
     if not active():
         return None
+    if device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the top module is no BatchNorm: changed in place
     for module in model.modules():
         if type(module) is nn.BatchNorm2d:
-            if device.type == "cuda":
-                module.__class__ = nn.SyncBatchNorm
-                module.process_group = None
-            else:
-                if not (module.affine and module.track_running_stats and module.momentum is not None):
-                    raise ValueError("SyncBatchNormCPU supports affine BatchNorm2d with running stats only")
-                module.__class__ = SyncBatchNormCPU
+            if not (module.affine and module.track_running_stats and module.momentum is not None):
+                raise ValueError("SyncBatchNormCPU supports affine BatchNorm2d with running stats only")
+            module.__class__ = SyncBatchNormCPU
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 

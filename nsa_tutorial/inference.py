@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
-from .layout import Category, IMAGE_SUFFIXES, read_image, resize_image
+from .layout import Category, ChannelsError, IMAGE_SUFFIXES, as_rgb, read_image, resize_image
 from .training_set import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_CALIBRATION_FRACTION = 0.2
@@ -388,19 +388,6 @@ def collect_images(inputs: Union[ImageInput, Iterable[ImageInput]]) -> List[Tupl
     return unique
 
 
-def as_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """uint8 HxW, HxWx1, HxWx3 or HxWx4 -> HxWx3 RGB, as training saw images (grey repeated)."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"{name}: expected a uint8 HxW or HxWxC array, got "
-                         f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}")
-    if image.ndim == 2 or image.shape[2] == 1:
-        return np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
-    if image.shape[2] not in (3, 4):
-        raise ValueError(f"{name}: {image.shape[2]} channels cannot be brought to the model's 3 "
-                         "(expected 1 = grey, 3 = RGB or 4 = RGBA)")
-    return np.ascontiguousarray(image[:, :, :3])
-
-
 def _read_all(items) -> Iterator[Tuple[str, Optional[np.ndarray], Optional[str]]]:
     """``(name, RGB image or None, why it was skipped)``; corrupt files are skipped, images whose
     channels do not fit the model are an error."""
@@ -412,9 +399,9 @@ def _read_all(items) -> Iterator[Tuple[str, Optional[np.ndarray], Optional[str]]
             continue
         try:
             yield name, read_image(item), None
+        except ChannelsError:
+            raise  # a readable image the model cannot take: an error, not a skipped file
         except (ValueError, FileNotFoundError) as err:
-            if "channels" in str(err):
-                raise ValueError(f"{err}: cannot be brought to the model's 3 channels") from None
             yield name, None, str(err)
 
 

@@ -80,6 +80,35 @@ def check_category(category: Category, size: int = 32) -> int:
 
 # --------------------------------------------------------------------------- reading images
 
+class ChannelsError(ValueError):
+    """An image whose number of channels cannot be brought to the model's 3."""
+
+
+def as_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """The one RGB rule: uint8 HxW, HxWx1, HxWx3 or HxWx4 (RGBA) -> HxWx3, grey repeated to three
+    channels (one model shape serves every class) and alpha dropped.
+
+    Used by :func:`read_image`, synthesis (:func:`nsa_tutorial.synthesis.make_anomaly`) and
+    prediction.  Other types and shapes are a ``ValueError`` that says what was expected;
+    another number of channels a :class:`ChannelsError`.
+    """
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{name} must be uint8 (0-255), got {image.dtype}; convert float images in "
+                         "[0, 1] with (img * 255).round().astype(np.uint8) and 16-bit ones with img // 257")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        raise ValueError(f"{name} must be HxW or HxWxC, got shape {image.shape}")
+    if image.shape[2] not in (1, 3, 4):
+        raise ChannelsError(f"{name}: {image.shape[2]} channels cannot be brought to the model's 3 "
+                            "(expected 1 = grey, 3 = RGB or 4 = RGBA)")
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    return image if image.shape[2] == 3 else np.ascontiguousarray(image[:, :, :3])
+
+
 def read_image(path: PathLike) -> np.ndarray:
     """Read an image as uint8 RGB, HxWx3, whatever its channels and bit depth.
 
@@ -93,14 +122,9 @@ def read_image(path: PathLike) -> np.ndarray:
         image = np.round(image / 257.0).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise ValueError(f"{path}: unsupported pixel type {image.dtype}; expected 8- or 16-bit images")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        return np.repeat(image[:, :, None], 3, axis=2)
-    code = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}.get(image.shape[2])
-    if code is None:
-        raise ValueError(f"{path}: {image.shape[2]} channels; expected 1, 3 or 4")
-    return cv2.cvtColor(image, code)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        image = image[:, :, 2::-1] if image.shape[2] == 3 else image[:, :, [2, 1, 0, 3]]  # OpenCV's BGR(A)
+    return np.ascontiguousarray(as_rgb(image, str(path)))
 
 
 def _decode(path: Path, flags: int) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 from . import patches as P
 from .config import Config
 from .labels import make_label
+from .layout import as_rgb
 from .poisson import clone_into
 
 MIN_POISSON_PIXELS = 50  # OpenCV's seamlessClone fails on tiny masks
@@ -64,20 +65,6 @@ class Anomaly:
     def is_normal(self) -> bool:
         """True when every patch failed: the sample is a normal image with an all-zero label."""
         return not self.dest_rects
-
-
-def as_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Validate a uint8 HxW, HxWx1 or HxWx3 image and return it as HxWx3."""
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"{name} must be uint8 (0-255), got {image.dtype}; convert float images in "
-                         "[0, 1] with (img * 255).round().astype(np.uint8) and 16-bit ones with img // 257")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3):
-        raise ValueError(f"{name} must be HxW, HxWx1 or HxWx3, got shape {image.shape}")
-    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
 def _check_inputs(dest: np.ndarray, src: np.ndarray, config: Config, rng) -> Tuple[np.ndarray, np.ndarray]:

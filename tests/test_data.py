@@ -515,3 +515,29 @@ def test_rcxr_errors(tmp_path):
         sources.prepare_rcxr(tmp_path / "nih", tmp_path / "out", "female")
     with pytest.raises(ValueError, match="gender"):
         sources.prepare_rcxr(tmp_path / "nih", tmp_path / "out", "M")
+
+
+def test_one_rgb_rule_for_reading_synthesis_and_prediction(tmp_path, real_image):
+    """layout.as_rgb is the one rule: grey repeated, alpha dropped, 2 or 5 channels refused with a
+    ChannelsError, non-uint8 refused with a hint; read_image and synthesis follow it."""
+    from nsa_tutorial.config import get_config
+    from nsa_tutorial.layout import ChannelsError, as_rgb, read_image
+    from nsa_tutorial.synthesis import make_anomaly
+
+    rgb = real_image("coffee", 96)
+    grey = real_image("camera", 96)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])
+    assert (as_rgb(grey) == grey[:, :, None]).all() and as_rgb(grey).shape == (96, 96, 3)
+    assert np.array_equal(as_rgb(rgba), rgb) and np.array_equal(as_rgb(grey[:, :, None]), as_rgb(grey))
+    for channels in (2, 5):
+        with pytest.raises(ChannelsError, match=f"{channels} channels cannot be brought"):
+            as_rgb(np.zeros((8, 8, channels), np.uint8))
+    with pytest.raises(ValueError, match="must be uint8.*float32"):
+        as_rgb(np.zeros((8, 8, 3), np.float32))
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    assert np.array_equal(read_image(tmp_path / "a.png"), rgb)
+    config = get_config("bottle", image_size=96)
+    src = real_image("astronaut", 96)
+    a = make_anomaly(rgba, src, config, np.random.default_rng(0))
+    b = make_anomaly(rgb, src, config, np.random.default_rng(0))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
