@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from bench_synthesis import PHOTOS, SKIMAGE_TEXTURES, bench, images, pairs_of
 from nsa_tutorial.batched import make_anomaly_batch
 from nsa_tutorial.config import get_config
-from nsa_tutorial.evaluate import provenance, write_json
+from nsa_tutorial.files import write_json
+from nsa_tutorial.evaluate import provenance
 from nsa_tutorial.files import check_output
 from nsa_tutorial.model import build_model
 
@@ -133,7 +134,7 @@ def main() -> None:
         runs.append(run(name, photos, size, args))
         report(runs[-1])
     if args.json:
-        write_json({**provenance(), "runs": runs}, args.json, overwrite=args.overwrite)  # commit, machine, GPU, date
+        write_json(args.json, {**provenance(), "runs": runs}, overwrite=args.overwrite)  # commit, machine, GPU, date
 
 
 if __name__ == "__main__":

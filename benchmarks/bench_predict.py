@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from nsa_tutorial.config import get_config
-from nsa_tutorial.evaluate import eval_size, provenance, write_json
+from nsa_tutorial.files import write_json
+from nsa_tutorial.evaluate import eval_size, provenance
 from nsa_tutorial.export import export_model
 from nsa_tutorial.inference import load_onnx
 from nsa_tutorial.inference import predict, torch_predictor
@@ -89,7 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         runs = [bench_class(name, args.batch, args.images, args.repeats, Path(folder)) for name in args.classes]
     if args.json:
-        write_json({**provenance(), **threads, "runs": runs}, args.json)
+        write_json(args.json, {**provenance(), **threads, "runs": runs})
         print(f"written to {args.json}")
 
 

@@ -37,7 +37,8 @@ from nsa_tutorial.config import MVTEC_CLASSES, get_config
 from nsa_tutorial.layout import load_category
 from nsa_tutorial.sources import resolve_data_root
 from nsa_tutorial.training_set import SyntheticAnomalyDataset
-from nsa_tutorial.evaluate import provenance, write_json
+from nsa_tutorial.files import write_json
+from nsa_tutorial.evaluate import provenance
 from nsa_tutorial.files import check_output
 
 #: Training images per MVTec AD class (Bergmann et al., CVPR 2019, Table 1): for projections.
@@ -232,7 +233,7 @@ def main() -> None:
                 results["runs"] += pair
                 results["fits"].append(fit)
                 if args.json:  # after every setting: a later failure keeps what was measured
-                    write_json(results, args.json, overwrite=True)
+                    write_json(args.json, results, overwrite=True)
 
 
 if __name__ == "__main__":

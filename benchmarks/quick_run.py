@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from nsa_tutorial.evaluate import provenance, write_json
+from nsa_tutorial.files import write_json
+from nsa_tutorial.evaluate import provenance
 
 
 def run(command: list[str]) -> float:
@@ -59,7 +60,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=1))
     if args.json:
-        write_json(result, args.json, overwrite=True)
+        write_json(args.json, result, overwrite=True)
 
 
 if __name__ == "__main__":

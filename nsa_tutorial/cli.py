@@ -141,13 +141,13 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluate import write_json
+    from .files import write_json
 
     rules = dict(overwrite=args.overwrite, inputs=[args.checkpoint])
     check_output(args.output, **rules)  # before the work, not after it
     _refuse_inside_data(args.output, args.data_root, args.category)
     result = evaluate_one(args.data_root, args.category, args.checkpoint, args.device)
-    write_json(result, args.output, **rules)
+    write_json(args.output, result, **rules)
     for key in ("image_auroc", "pixel_auroc", "au_pro"):
         value = result[key]
         print(f"{key:>12}: {'n/a (no masks)' if value is None else f'{100 * value:.1f}'}")
@@ -176,23 +176,23 @@ def _finished(metrics: Path, config, consequence: str = "redoing this run") -> b
 
 def _run(args, config, run: Path, seed: int) -> None:
     """Train and evaluate one run of a sweep; its ``metrics.json`` marks it finished."""
-    from .evaluate import write_json
+    from .files import write_json
 
     checkpoint = train_one(args.data_root, config, run, seed, args.device, args.workers, restart=args.restart,
                            checkpoint_every=args.checkpoint_every)
     result = evaluate_one(args.data_root, config.name, checkpoint, args.device)
-    write_json(result, run / "metrics.json", overwrite=True, within=args.output)
+    write_json(run / "metrics.json", result, overwrite=True, within=args.output)
     (run / "error.json").unlink(missing_ok=True)
 
 
 def _record_failure(args, run: Path, error: Exception) -> str:
-    from .evaluate import write_json
+    from .files import write_json
 
     message = error_message(error)
     record = {"error": message, "type": type(error).__name__,
               "traceback": None if _is_user_error(error) else traceback.format_exc()}
     run.mkdir(parents=True, exist_ok=True)
-    write_json(record, run / "error.json", overwrite=True, within=args.output)
+    write_json(run / "error.json", record, overwrite=True, within=args.output)
     return message
 
 

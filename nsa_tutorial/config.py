@@ -76,8 +76,7 @@ OWN_DATA_KIND = "texture"
 #: paper's numbers, so ``reproduce`` compares like with like.
 REPRODUCE_SIZE_CLIP = "reference"
 #: Eq. 9's clip for other data: the paper's text (better in the CPU A/B on the embedded data,
-#: where there is no number to reproduce).  ``Config``'s own default, "paper", is also what
-#: checkpoints from before the option used.
+#: where there is no number to reproduce).  ``Config``'s own default is "paper" too.
 OWN_DATA_SIZE_CLIP = "paper"
 
 #: Resize of a user's own images with object settings, before the random ``IMAGE_SIZE`` crop:

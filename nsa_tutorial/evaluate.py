@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .config import Config
+from .files import write_json, write_text
 from .layout import Category, load_test_item
 from .training_set import to_tensor
 from .metrics import au_pro, image_auroc, image_scores, pixel_auroc
@@ -132,14 +133,6 @@ def decision_metrics(labels: np.ndarray, scores: np.ndarray, threshold: Optional
     return result
 
 
-def write_json(result: dict, path: str | Path, *, overwrite: bool = False, inputs=(), within=None) -> Path:
-    """Write a result dict as pretty JSON, atomically, with the rules of :func:`nsa_tutorial.files.check_output`
-    (an existing file is replaced only with ``overwrite=True``)."""
-    from .files import write_json as _write
-
-    return _write(path, result, overwrite=overwrite, inputs=inputs, within=within)
-
-
 #: The fields every ``metrics.json`` of a finished run holds; one without them is not finished.
 RESULT_FIELDS = ("category", "method", "label", "mode", "image_auroc", "pixel_auroc", "au_pro",
                  "n_normal", "n_anomalous", "resolution")
@@ -199,8 +192,8 @@ def summarise(output: str | Path) -> str:
                   for name, results in categories.items()}
         for setting, categories in runs.items()}
     clips = _size_clips(runs)
-    write_json({**summary, "failed": failed, "size_clip": clips, "provenance": provenance()},
-               output / "results.json", overwrite=True, within=output)
+    write_json(output / "results.json", {**summary, "failed": failed, "size_clip": clips, "provenance": provenance()},
+               overwrite=True, within=output)
     parts = []
     for setting, categories in summary.items():
         method = setting  # nsa_logistic, cutpaste, fpi, ...: the paper's column of the same name
@@ -217,15 +210,13 @@ def summarise(output: str | Path) -> str:
         parts += ["### failed runs\n", *(f"- {f['setting']}/{f['category']}/{f['seed']}: {f['error']}"
                                         for f in failed), ""]
     markdown = "\n".join(parts)
-    from .files import write_text
-
     write_text(output / "tables.md", markdown + "\n", overwrite=True, within=output)
     return markdown
 
 
 def _size_clips(runs: dict) -> dict:
-    """The eq. 9 clip (``size_clip``) each setting's runs used; runs from before the option
-    existed used the paper's rule."""
+    """The eq. 9 clip (``size_clip``) each setting's runs used; a result whose config does not
+    name one used ``Config``'s default, the paper's rule."""
     return {setting: sorted({(r.get("config") or {}).get("size_clip", "paper") for results in categories.values()
                              for r in results}) for setting, categories in runs.items()}
 

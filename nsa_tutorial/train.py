@@ -61,8 +61,8 @@ def stream_seed(seed: int, epoch: int, stream: str, rank: int = 0, worker: int =
 
     Derived with :class:`numpy.random.SeedSequence` from the whole key ``(seed, epoch, stream id,
     rank, worker)``, always five words long (SeedSequence pads a shorter key with zeros, so keys of
-    different lengths could meet), so distinct keys give unrelated streams whatever the numbers:
-    unlike ``seed * 1000 + epoch``, which gave epoch 500's shuffle the seed of epoch 0's synthesis.
+    different lengths could meet), so distinct keys give unrelated streams whatever the numbers (an
+    arithmetic rule such as ``seed * 1000 + epoch`` gives two streams the same seed sooner or later).
     ``rank``: the process of a multi-process run (0 for one process).
     """
     key = (seed, epoch, STREAMS[stream], rank, worker)

@@ -48,7 +48,8 @@ class SyntheticAnomalyDataset(Dataset):
     All training images are loaded once, resized to ``config.resize`` (uint8, in memory).
     Sample ``i`` of epoch ``e`` draws everything from ``default_rng([seed, e, i])``, so a seed
     gives the same samples for any number of DataLoader workers.  Call :meth:`set_epoch` before
-    each epoch (workers get a fresh copy of the dataset when an epoch's iteration starts).
+    each epoch (:func:`nsa_tutorial.train.train` does; in its persistent DataLoader workers the epoch
+    travels with every index).
     ``synthesize`` defaults to :func:`nsa_tutorial.synthesis.synthesize`.  Book chapter: *Training*.
     """
 

@@ -96,7 +96,7 @@ def test_epochs_from_paper_text():
 
 @pytest.mark.parametrize("name", C.MVTEC_CLASSES + C.XRAY)
 def test_augmentation_per_kind(name):
-    """reference-facts §4/§9: rotation for unaligned objects and X-rays, flips and sizes for textures."""
+    """The authors' augmentation: rotation for unaligned objects and X-rays, flips and sizes for textures."""
     c = get_config(name)
     unaligned = {"bottle", "hazelnut", "metal_nut", "screw"}
     assert c.rotation == (5.0 if name in unaligned else 3.0 if c.kind == "xray" else 0.0)

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32" or "forkserver" not in m
                                 reason="needs SIGKILL and the forkserver start method (POSIX)")
 
 CONFIG = get_config("bottle", mode="quick").replace(image_size=32, resize=32, crop=None, batch_size=2, epochs=6)
-KILLS = 24  # at least 20 kill points (issue 12): 12 at random times, 12 inside file writes
+KILLS = 24  # kill points: 12 at random times, 12 inside file writes
 SEED = 12
 
 

@@ -17,7 +17,7 @@ def bn(c: int) -> int:
 
 
 def expected_parameters(in_channels: int) -> int:
-    """Parameter count derived from the layer list of reference-facts.md section 5."""
+    """Parameter count derived by hand from the layers: the ResNet-18 encoder and the decoder's blocks."""
     total = conv(in_channels, 64, 7) + bn(64)  # ResNet-18 stem
     for c_in, c_out in [(64, 64), (64, 128), (128, 256), (256, 512)]:  # layer1..layer4
         total += conv(c_in, c_out, 3) + bn(c_out) + conv(c_out, c_out, 3) + bn(c_out)
