@@ -22,7 +22,7 @@ import torch
 from .config import Config
 from .files import write_json, write_text
 from .layout import Category, load_test_item
-from .training_set import to_tensor
+from .training_set import normalize_batch
 from .metrics import au_pro, image_auroc, image_scores, pixel_auroc
 
 
@@ -44,26 +44,52 @@ def eval_size(config: Config) -> int:
     return config.resize if centre_cropped(config) else config.image_size
 
 
-def _centre_slice(size: int, crop: int) -> slice:
+def centre_window(size: int, crop: int) -> slice:
+    """The centre ``crop`` pixels of a side of ``size`` pixels: what a centre-cropped model sees."""
     start = (size - crop) // 2
     return slice(start, start + crop)
+
+
+class ScoringModel(torch.nn.Module):
+    """uint8 RGB images ``B x S x S x 3`` at the evaluation size ``S`` -> (scores ``B``, maps ``B x S x S``).
+
+    The one eval forward: evaluation (:func:`predict_maps`), prediction and calibration
+    (:mod:`nsa_tutorial.inference`) and the ONNX export (:mod:`nsa_tutorial.export`) all run it.
+    It normalises as training does, shows the model the centre crop (objects; the whole image
+    otherwise), zero-pads the map back to ``S`` and scores an image by the map's mean (the
+    paper's Table 1).  Book chapters: *Evaluation*, *Using a trained model*.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: Config) -> None:
+        super().__init__()
+        self.model, self.size, self.normalize = model, eval_size(config), config.normalize
+        self.window = centre_window(self.size, config.image_size)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.window
+        maps = self.model(normalize_batch(images[:, w, w], self.normalize))[:, 0]
+        before, after = w.start, self.size - w.stop
+        maps = torch.nn.functional.pad(maps, (before, after, before, after))
+        return maps.mean(dim=(1, 2)), maps
 
 
 @torch.no_grad()
 def predict_maps(model: torch.nn.Module, images: np.ndarray, config: Config,
                  device: str | torch.device = "cpu", batch_size: int = 16) -> np.ndarray:
-    """Pixel anomaly maps (N x S x S, float32) for uint8 images N x S x S x 3 at ``eval_size``.
+    """Pixel anomaly maps (N x S x S, float32) of :class:`ScoringModel` for uint8 images
+    N x S x S x 3 at ``S = eval_size(config)``.
 
     Objects: the model sees the centre ``image_size`` crop; the rest of the map is 0.
     """
-    n, size = len(images), images.shape[1]
-    window = _centre_slice(size, config.image_size) if size != config.image_size else slice(0, size)
+    size = eval_size(config)
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.shape[1:] != (size, size, 3):
+        raise ValueError(f"images must be uint8 N x {size} x {size} x 3 (the evaluation size of this config), "
+                         f"got {getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}")
+    scoring = ScoringModel(model, config).to(device).eval()
     maps = np.zeros(images.shape[:3], np.float32)
-    model.eval()
-    for start in range(0, n, batch_size):
-        batch = torch.stack([to_tensor(img[window, window], config.normalize)
-                             for img in images[start:start + batch_size]]).to(device)
-        maps[start:start + len(batch), window, window] = model(batch)[:, 0].float().cpu().numpy()
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(images[start:start + batch_size]).to(device)
+        maps[start:start + len(batch)] = scoring(batch)[1].float().cpu().numpy()
     return maps
 
 

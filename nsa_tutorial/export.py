@@ -2,7 +2,7 @@
 
 Book chapter: *Using a trained model*.
 
-The exported graph is :class:`nsa_tutorial.inference.ScoringModel`: uint8 RGB images
+The exported graph is :class:`nsa_tutorial.evaluate.ScoringModel`: uint8 RGB images
 ``B x S x S x 3`` at the evaluation size in (normalisation and the objects' centre crop are
 inside), ``scores`` (``B``, the map's mean) and ``maps`` (``B x S x S``) out.  The model's
 config, its calibration and the input size travel in the file's ``metadata_props``, so the
@@ -20,7 +20,8 @@ from typing import Optional, Union
 import torch
 
 from .config import Config
-from .inference import METADATA_PREFIX, ScoringModel, load_calibration, needs_extra
+from .evaluate import ScoringModel
+from .inference import METADATA_PREFIX, load_calibration, needs_extra
 
 OPSET = 17
 #: Largest difference between an onnxruntime and a PyTorch anomaly map (and score) that the
@@ -45,7 +46,7 @@ def export_onnx(checkpoint: Union[str, Path], output: Union[str, Path]) -> Path:
 
 def export_model(model: torch.nn.Module, config: Config, calibration: Optional[dict],
                  output: Union[str, Path]) -> Path:
-    """Write ``model`` (its :class:`~nsa_tutorial.inference.ScoringModel` graph) with ``config``
+    """Write ``model`` (its :class:`~nsa_tutorial.evaluate.ScoringModel` graph) with ``config``
     and ``calibration`` as metadata to ``output``, atomically."""
     import copy
     import dataclasses

@@ -7,8 +7,8 @@ defects): ``train`` holds back a seeded share of the normal training images (the
 split), scores them after training and stores, in ``model.pt``, their image scores and the
 thresholds at which a target share of normal images (and of normal pixels) would be flagged.
 
-Every prediction goes through :class:`ScoringModel`, the one graph that PyTorch runs here and
-that :mod:`nsa_tutorial.export` writes to ONNX (and :func:`load_onnx` runs with onnxruntime): uint8 RGB images at the evaluation size in,
+Every prediction goes through :class:`nsa_tutorial.evaluate.ScoringModel`, the one graph that
+evaluation and PyTorch prediction run and that :mod:`nsa_tutorial.export` writes to ONNX (and :func:`load_onnx` runs with onnxruntime): uint8 RGB images at the evaluation size in,
 image scores (mean of the map, as in the paper's Table 1) and anomaly maps out.  Images of any
 size are resized to that square size (as in evaluation) and the maps resized back, so masks
 and overlays have each image's own resolution.
@@ -27,12 +27,10 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
 from .layout import Category, ChannelsError, IMAGE_SUFFIXES, as_rgb, read_image, resize_image
-from .training_set import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_CALIBRATION_FRACTION = 0.2
 DEFAULT_TARGET_FPR = 0.01
@@ -195,33 +193,6 @@ def resolve_thresholds(calibration: Optional[dict], threshold=None, pixel_thresh
 
 # --------------------------------------------------------------------------- the scoring graph
 
-class ScoringModel(nn.Module):
-    """uint8 RGB images ``B x S x S x 3`` at the evaluation size ``S`` -> (scores ``B``, maps ``B x S x S``).
-
-    Normalisation, the centre crop (objects) and the zero padding back to ``S`` are part of
-    the graph, exactly as :func:`nsa_tutorial.evaluate.predict_maps` does them; the score is
-    the map's mean.  Book chapter: *Using a trained model*.
-    """
-
-    def __init__(self, model: nn.Module, config: Config) -> None:
-        super().__init__()
-        from .evaluate import eval_size
-
-        self.model, self.size, self.crop = model, eval_size(config), config.image_size
-        self.start = (self.size - self.crop) // 2
-        imagenet = config.normalize == "imagenet"
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN if imagenet else (0.0,) * 3).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD if imagenet else (1.0,) * 3).view(1, 3, 1, 1))
-
-    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        s, c = self.start, self.crop
-        x = images[:, s:s + c, s:s + c].permute(0, 3, 1, 2).float().div(255.0)
-        maps = self.model((x - self.mean) / self.std)[:, 0]
-        end = self.size - s - c
-        maps = F.pad(maps, (s, end, s, end))
-        return maps.mean(dim=(1, 2)), maps
-
-
 @dataclass
 class Predictor:
     """A model ready to score images: ``run`` maps uint8 ``B x S x S x 3`` to (scores, maps)."""
@@ -240,8 +211,9 @@ class Predictor:
 
     @property
     def window(self) -> slice:
-        start = (self.size - self.config.image_size) // 2
-        return slice(start, start + self.config.image_size)
+        from .evaluate import centre_window
+
+        return centre_window(self.size, self.config.image_size)
 
     def score(self, images: np.ndarray, batch_size: int = 16) -> Tuple[np.ndarray, np.ndarray]:
         """``run`` over uint8 ``N x S x S x 3`` images in batches: (scores ``N``, maps ``N x S x S``)."""
@@ -271,6 +243,8 @@ def load_predictor(model: Union[str, Path, "Predictor"], device: Union[str, torc
 def torch_predictor(model: nn.Module, config: Config, calibration: Optional[dict] = None,
                     device: Union[str, torch.device] = "cpu", source: str = "in memory") -> Predictor:
     """A :class:`Predictor` for a model in memory (e.g. straight after :func:`~nsa_tutorial.train.train`)."""
+    from .evaluate import ScoringModel
+
     scoring = ScoringModel(model, config).to(device).eval()
 
     @torch.inference_mode()

@@ -14,7 +14,8 @@ from nsa_tutorial.layout import load_category
 from nsa_tutorial.sources import resolve_data_root
 from nsa_tutorial.training_set import SyntheticAnomalyDataset
 from nsa_tutorial.evaluate import decision_metrics, predict_maps
-from nsa_tutorial.inference import (ScoringModel, calibrate, calibrate_checkpoint, calibration_split, load_calibration,
+from nsa_tutorial.evaluate import ScoringModel
+from nsa_tutorial.inference import (calibrate, calibrate_checkpoint, calibration_split, load_calibration,
                                     load_predictor, parse_threshold, predict, resolve_thresholds,
                                     threshold_at_fpr)
 from nsa_tutorial.metrics import image_scores
@@ -108,18 +109,28 @@ def test_decisions_at_a_threshold_and_the_oracle_f1():
 # --------------------------------------------------------------------------- the scoring graph
 
 @pytest.mark.parametrize("name", ["bottle", "carpet"])  # an object (centre crop) and a texture
-def test_scoring_model_gives_the_maps_and_scores_of_evaluation(name, real_image):
+def test_scoring_model_is_the_protocol_written_out_by_hand(name, real_image):
+    """The one eval forward against the protocol step by step: each image's centre crop (objects),
+    normalised as in training (to_tensor), through the model, zero-padded back; score = mean."""
+    from nsa_tutorial.evaluate import eval_size
+    from nsa_tutorial.training_set import to_tensor
+
     config = get_config(name, image_size=64)
     torch.manual_seed(0)
     model = NSAModel().eval()
-    from nsa_tutorial.evaluate import eval_size
-
-    size = eval_size(config)
+    size, crop = eval_size(config), config.image_size
+    assert (size > crop) == (name == "bottle")
     images = np.stack([real_image(n, size) for n in ("coffee", "astronaut", "chelsea")])
     scores, maps = ScoringModel(model, config).eval()(torch.from_numpy(images))
-    reference = predict_maps(model, images, config)
+    top = (size - crop) // 2
+    reference = np.zeros((len(images), size, size), np.float32)
+    with torch.no_grad():
+        for i, image in enumerate(images):
+            x = to_tensor(image[top:top + crop, top:top + crop], config.normalize)[None]
+            reference[i, top:top + crop, top:top + crop] = model(x)[0, 0].numpy()
     np.testing.assert_allclose(maps.detach().numpy(), reference, atol=1e-6)
-    np.testing.assert_allclose(scores.detach().numpy(), image_scores(reference), atol=1e-6)
+    np.testing.assert_allclose(scores.detach().numpy(), reference.mean(axis=(1, 2)), atol=1e-6)
+    np.testing.assert_allclose(predict_maps(model, images, config), reference, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- a small trained model
