@@ -43,7 +43,8 @@ from nsa_tutorial.sources import resolve_data_root
 from nsa_tutorial.training_set import SyntheticAnomalyDataset
 from nsa_tutorial.evaluate import METRICS, evaluate, mean_and_se, provenance
 from nsa_tutorial.files import read_result, write_json
-from nsa_tutorial.train import ResumeError, load_model, train
+from nsa_tutorial.checkpoint import ResumeError, load_model
+from nsa_tutorial.train import train
 
 TEXTURES = ("texture_brick", "texture_grass", "texture_gravel")
 DATASETS = {**{name: "textures" for name in TEXTURES}, "mono": "elpv"}

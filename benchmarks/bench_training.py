@@ -8,10 +8,11 @@ bytes written to the run folder per epoch.
 Runs :func:`nsa_tutorial.train.train` in full mode (the paper's batch of 64, a cosine schedule
 over ``--epochs``: short but complete) on the embedded textures, scikit-image's brick, grass and
 gravel (no download), repeated up to ``--images`` training images.  The split of the loop's
-time comes from wrapping the loop's own functions: the model step (``_train_step``), batched
-synthesis on the device (``_synthesise``), checkpoints and history (``_save_checkpoint``,
-``_write_history``), the wait for the DataLoader (``data_wait_fraction`` of the history; with
-synthesis in the workers or, with ``--workers 0``, in the main process, it holds that synthesis)
+time comes from wrapping the loop's own functions: the model step (``train._train_step``),
+batched synthesis on the device (``train._synthesise``), checkpoints and history
+(``checkpoint.save_checkpoint``, ``checkpoint.write_history``), the wait for the DataLoader
+(``data_wait_fraction`` of the history; with synthesis in the workers or, with ``--workers 0``,
+in the main process, it holds that synthesis)
 and everything else.  On CUDA every wrapped call synchronises the device before and after, so
 a second, unwrapped run gives the samples/s.  The per-epoch fixed cost is measured twice: as
 checkpoints (but the one after the last epoch, which every run has once), history writes and
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import nsa_tutorial.checkpoint as nsa_checkpoint
 import nsa_tutorial.train as nsa_train
 from nsa_tutorial.config import MVTEC_CLASSES, get_config
 from nsa_tutorial.layout import load_category
@@ -59,10 +61,11 @@ def texture_dataset(config, n: int, cache: Path, seed: int = 0) -> SyntheticAnom
 
 
 class Instrument:
-    """Wraps the loop's functions in ``nsa_tutorial.train`` to time them and count bytes written."""
+    """Wraps the loop's functions in ``nsa_tutorial.train`` and the run folder's writers in
+    ``nsa_tutorial.checkpoint`` to time them and count bytes written."""
 
-    PARTS = {"_train_step": "model_step", "_synthesise": "synthesis_batched",
-             "_save_checkpoint": "checkpoint", "_write_history": "checkpoint"}
+    PARTS = {(nsa_train, "_train_step"): "model_step", (nsa_train, "_synthesise"): "synthesis_batched",
+             (nsa_checkpoint, "save_checkpoint"): "checkpoint", (nsa_checkpoint, "write_history"): "checkpoint"}
 
     def __init__(self, device: torch.device, sync: bool) -> None:
         self.device, self.sync = device, sync and device.type == "cuda"
@@ -80,7 +83,7 @@ class Instrument:
             start = self._synced()
             result = function(*args, **kwargs)
             self.seconds[part] += self._synced() - start
-            if function.__name__ == "_save_checkpoint":
+            if function.__name__ == "save_checkpoint":
                 self.checkpoint_calls.append(time.perf_counter() - start)
             return result
         return wrapper
@@ -102,19 +105,18 @@ class Instrument:
         return wrapper
 
     def __enter__(self) -> "Instrument":
-        wrappers = {name: self._timed(getattr(nsa_train, name), part)
-                    for name, part in self.PARTS.items() if hasattr(nsa_train, name)}
-        wrappers["_train_epoch"] = self._epoch(nsa_train._train_epoch)
-        writer = "atomic_write" if hasattr(nsa_train, "atomic_write") else "_atomic_write"  # before 0.1.0's files module
-        wrappers[writer] = self._write(getattr(nsa_train, writer))
-        for name, wrapper in wrappers.items():
-            self.saved[name] = getattr(nsa_train, name)
-            setattr(nsa_train, name, wrapper)
+        wrappers = {(module, name): self._timed(getattr(module, name), part)
+                    for (module, name), part in self.PARTS.items() if hasattr(module, name)}
+        wrappers[nsa_train, "_train_epoch"] = self._epoch(nsa_train._train_epoch)
+        wrappers[nsa_checkpoint, "atomic_write"] = self._write(nsa_checkpoint.atomic_write)
+        for (module, name), wrapper in wrappers.items():
+            self.saved[module, name] = getattr(module, name)
+            setattr(module, name, wrapper)
         return self
 
     def __exit__(self, *exc) -> None:
-        for name, function in self.saved.items():
-            setattr(nsa_train, name, function)
+        for (module, name), function in self.saved.items():
+            setattr(module, name, function)
 
 
 def run_training(config, n: int, device: torch.device, workers: int, on_device: bool,

@@ -32,7 +32,7 @@ from nsa_tutorial.inference import calibrate, calibration_split, torch_predictor
 from nsa_tutorial.layout import load_category  # noqa: E402
 from nsa_tutorial.metrics import image_scores  # noqa: E402
 from nsa_tutorial.sources import resolve_data_root  # noqa: E402
-from nsa_tutorial.train import load_model  # noqa: E402
+from nsa_tutorial.checkpoint import load_model  # noqa: E402
 
 MAP_ATOL = 0.01  # largest change of an anomaly-map pixel (a probability in [0, 1]) float16 may cause
 AUROC_ATOL = 0.001

@@ -3,10 +3,12 @@
 The modules follow the book's chapters: ``poisson`` (Poisson image editing), ``patches``
 (patch sampling), ``labels``, ``synthesis`` (NSA and baselines) with ``batched`` (the same
 for a whole batch in PyTorch: ``batched.poisson``, ``batched.patches``, ``batched.labels``,
-``batched.synthesis``), ``config`` (paper Table 4), ``model``, ``training_set`` and ``train``
-(Training), ``layout`` (images and the MVTec AD layout), ``metrics`` and ``evaluate``
-(Evaluation), ``sources`` (download, embedded data, chest X-rays) and ``defects`` (made-up
-texture defects) (Beyond MVTec AD), ``inference`` and ``export`` (Using a trained model).
+``batched.synthesis``), ``config`` (paper Table 4), ``model``, ``training_set``, ``train`` (the
+recipe and its loop), ``checkpoint`` (the run folder's files), ``runtime`` (device and stop
+signals) and ``distributed`` (Training), ``layout`` (images and the MVTec AD layout),
+``metrics`` and ``evaluate`` (Evaluation), ``sources`` (download, embedded data, chest X-rays)
+and ``defects`` (made-up texture defects) (Beyond MVTec AD), ``inference``, ``export`` and
+``pretrained`` (Using a trained model).
 """
 
 __version__ = "0.1.0"

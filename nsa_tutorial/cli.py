@@ -77,7 +77,7 @@ def train_one(data_root: str, config, output: Path, seed: int = 0, device: Optio
     from .layout import check_category, load_category
     from .sources import resolve_data_root
     from .training_set import SyntheticAnomalyDataset
-    from .inference import calibrate_checkpoint, calibration_split
+    from .inference import calibration_split
     from .train import train
 
     output = Path(output)
@@ -90,10 +90,9 @@ def train_one(data_root: str, config, output: Path, seed: int = 0, device: Optio
     category, held_out = calibration_split(category, calibration, seed)
     _print_settings(config)
     dataset = SyntheticAnomalyDataset(category, config, seed=seed)
+    # train() calibrates on held_out (rank 0 under torchrun) before it writes model.pt
     train(config, dataset, output, device=device, seed=seed, num_workers=workers, resume=not restart,
-          checkpoint_every=checkpoint_every)
-    if held_out and distributed.is_main():  # under torchrun: once, by rank 0
-        calibrate_checkpoint(output / "model.pt", held_out, target_fpr, device)
+          checkpoint_every=checkpoint_every, calibration_images=held_out, target_fpr=target_fpr)
     return output / "model.pt"
 
 
@@ -112,8 +111,8 @@ def evaluate_one(data_root: str, category_name: str, checkpoint: Path, device: O
     from .layout import load_category
     from .sources import resolve_data_root
     from .evaluate import evaluate
-    from .inference import load_calibration
-    from .train import load_model, pick_device
+    from .checkpoint import load_calibration, load_model
+    from .runtime import pick_device
 
     device = pick_device(device)
     model, config = load_model(checkpoint, device=device)
@@ -365,7 +364,7 @@ def _percent(text: str) -> float:
 
 
 def _print_calibration(path: Path) -> None:
-    from .inference import load_calibration
+    from .checkpoint import load_calibration
 
     c = load_calibration(path)
     if c is None:
@@ -482,7 +481,7 @@ def _is_user_error(error: BaseException) -> bool:
 
 def error_message(error: BaseException) -> str:
     """One line for the user; train()'s remedy ``resume=False`` becomes the CLI's ``--restart``."""
-    from .train import ResumeError
+    from .checkpoint import ResumeError
 
     if isinstance(error, ResumeError):
         text = f"{error.problem}; or run again with --restart to start afresh (replacing what the folder holds)"

@@ -14,7 +14,7 @@ whenever a process group of more than one process is running:
   each batch, seeded by its indices, and together they make exactly the samples of a
   one-process run.  Synthesis on the device (:mod:`nsa_tutorial.batched`) draws from one
   generator per batch, and DataLoader workers reseed their generators: both are seeded per
-  rank (:func:`nsa_tutorial.train.stream_seed` with ``rank``).
+  rank (:func:`nsa_tutorial.training_set.stream_seed` with ``rank``).
 - BatchNorm statistics are taken over the whole global batch (:func:`wrap`: torch's
   ``SyncBatchNorm`` on GPUs, :class:`SyncBatchNormCPU` on CPUs), DDP averages the gradients,
   and a last, smaller batch split unevenly is weighted by its slice sizes
@@ -101,7 +101,7 @@ def start(requested: Optional[str] = None):
 
 
 class ShardSampler(Sampler):
-    """This rank's slice of each batch of ``whole`` (a :class:`nsa_tutorial.train._EpochSampler`).
+    """This rank's slice of each batch of ``whole`` (a :class:`nsa_tutorial.training_set.EpochSampler`).
 
     Batch ``s`` of the one-process run is positions ``[s*B, (s+1)*B)`` of the epoch's
     permutation; rank ``r`` of ``W`` takes the r-th of W consecutive slices of it (sizes differing

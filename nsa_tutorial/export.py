@@ -19,9 +19,10 @@ from typing import Optional, Union
 
 import torch
 
+from .checkpoint import load_calibration, load_model
 from .config import Config
 from .evaluate import ScoringModel
-from .inference import METADATA_PREFIX, load_calibration, needs_extra
+from .inference import METADATA_PREFIX, needs_extra
 
 OPSET = 17
 #: Largest difference between an onnxruntime and a PyTorch anomaly map (and score) that the
@@ -35,8 +36,6 @@ def export_onnx(checkpoint: Union[str, Path], output: Union[str, Path]) -> Path:
     The batch size is free, the image size fixed (``input_size`` in the metadata).  Written
     atomically; the checkpoint itself is never overwritten.  Book chapter: *Using a trained model*.
     """
-    from .train import load_model
-
     checkpoint, output = Path(checkpoint), Path(output)
     if output.exists() and output.resolve() == checkpoint.resolve():
         raise ValueError(f"output {output} is the checkpoint itself; choose another file name")

@@ -5,7 +5,8 @@ Book chapter: *Using a trained model*.
 The threshold comes from **normal images only** (a user of their own data has no labelled
 defects): ``train`` holds back a seeded share of the normal training images (the calibration
 split), scores them after training and stores, in ``model.pt``, their image scores and the
-thresholds at which a target share of normal images (and of normal pixels) would be flagged.
+thresholds at which a target share of normal images (and of normal pixels) would be flagged
+(:func:`calibrate`; :func:`nsa_tutorial.checkpoint.load_calibration` reads them back).
 
 Every prediction goes through :class:`nsa_tutorial.evaluate.ScoringModel`, the one graph that
 evaluation and PyTorch prediction run and that :mod:`nsa_tutorial.export` writes to ONNX (and :func:`load_onnx` runs with onnxruntime): uint8 RGB images at the evaluation size in,
@@ -109,32 +110,16 @@ def calibrate(scorer: "Predictor", images: Sequence, target_fpr: float = DEFAULT
             "pixel_fpr_grid": PIXEL_FPR_GRID.tolist(), "pixel_thresholds": pixels[ks - 1].tolist()}
 
 
-def add_calibration(model_path: Union[str, Path], calibration: dict) -> None:
-    """Store ``calibration`` in ``model.pt`` (atomically, :func:`nsa_tutorial.files.atomic_write`)."""
-    from .files import atomic_write
-
-    model_path = Path(model_path)
-    data = torch.load(model_path, map_location="cpu", weights_only=True)
-    data["calibration"] = calibration
-    atomic_write(model_path, lambda tmp: torch.save(data, tmp))
-
-
 def calibrate_checkpoint(model_path: Union[str, Path], images: Sequence, target_fpr: float = DEFAULT_TARGET_FPR,
                          device: Union[str, torch.device, None] = None) -> dict:
-    """Calibrate the model in ``model_path`` on normal ``images`` and store the result in it."""
+    """Calibrate (again) the model in an existing ``model_path`` on normal ``images`` and store the
+    result in it (:func:`nsa_tutorial.checkpoint.add_calibration`).  A new run calibrates before
+    its one write of ``model.pt`` instead: :func:`nsa_tutorial.train.train` with ``calibration_images``."""
+    from .checkpoint import add_calibration
+
     calibration = calibrate(load_predictor(model_path, device=device), images, target_fpr)
     add_calibration(model_path, calibration)
     return calibration
-
-
-def load_calibration(model_path: Union[str, Path]) -> Optional[dict]:
-    """The calibration stored in ``model.pt`` (``None`` for a model trained without a split)."""
-    from .pretrained import entry, pretrained_name
-
-    if pretrained_name(model_path) is not None:
-        return entry(pretrained_name(model_path)).get("calibration")
-    data = torch.load(Path(model_path), map_location="cpu", weights_only=True)
-    return data.get("calibration") if isinstance(data, dict) else None
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -233,7 +218,8 @@ def load_predictor(model: Union[str, Path, "Predictor"], device: Union[str, torc
     path = Path(model)
     if path.suffix.lower() == ".onnx":
         return load_onnx(path, device)
-    from .train import load_model, pick_device
+    from .checkpoint import load_calibration, load_model
+    from .runtime import pick_device
 
     device = pick_device(device)
     net, config = load_model(path, device=device)

@@ -1,17 +1,27 @@
-"""The self-supervised training set: normal images with synthetic anomalies, as tensors.
+"""The self-supervised training set: normal images with synthetic anomalies, as tensors, and the
+seeded order in which the training loop draws them.
 
 Book chapter: *Training*.
+
+:class:`SyntheticAnomalyDataset` makes sample ``i`` of epoch ``e`` from ``(seed, e, i)``;
+:func:`epoch_loader` batches a dataset in an order that depends on ``(seed, epoch)`` only, with
+DataLoader workers that start once per run and reseed per epoch (:func:`stream_seed` gives every
+random stream of a run its own seed), so that a stopped run resumes exactly.
 """
 
 from __future__ import annotations
 
+import random
+import signal
 from typing import Callable, List, Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from threadpoolctl import threadpool_limits
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from . import distributed
 from .layout import Category, read_image, resize_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,8 +58,8 @@ class SyntheticAnomalyDataset(Dataset):
     All training images are loaded once, resized to ``config.resize`` (uint8, in memory).
     Sample ``i`` of epoch ``e`` draws everything from ``default_rng([seed, e, i])``, so a seed
     gives the same samples for any number of DataLoader workers.  Call :meth:`set_epoch` before
-    each epoch (:func:`nsa_tutorial.train.train` does; in its persistent DataLoader workers the epoch
-    travels with every index).
+    each epoch (:func:`nsa_tutorial.train.train` does; in the persistent DataLoader workers of :func:`epoch_loader`
+    the epoch travels with every index).
     ``synthesize`` defaults to :func:`nsa_tutorial.synthesis.synthesize`.  Book chapter: *Training*.
     """
 
@@ -121,3 +131,108 @@ class SyntheticAnomalyDataset(Dataset):
         image, label = synthesize(dest, src, self.config, rng)
         label = torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None]
         return to_tensor(image, self.config.normalize), label
+
+
+# --------------------------------------------------------------------------- what the loop iterates
+
+#: The random streams of a run, each with its own id in the key of :func:`stream_seed`.
+STREAMS = {"shuffle": 0, "synthesis": 1, "worker": 2}
+
+
+def stream_seed(seed: int, epoch: int, stream: str, rank: int = 0, worker: int = 0) -> int:
+    """The 64-bit seed of one random stream of a run: the shuffle order of an epoch, the batched
+    synthesis generator of an epoch, or a DataLoader worker's generators in an epoch.
+
+    Derived with :class:`numpy.random.SeedSequence` from the whole key ``(seed, epoch, stream id,
+    rank, worker)``, always five words long (SeedSequence pads a shorter key with zeros, so keys of
+    different lengths could meet), so distinct keys give unrelated streams whatever the numbers (an
+    arithmetic rule such as ``seed * 1000 + epoch`` gives two streams the same seed sooner or later).
+    ``rank``: the process of a multi-process run (0 for one process).
+    """
+    key = (seed, epoch, STREAMS[stream], rank, worker)
+    if any(not isinstance(k, (int, np.integer)) or k < 0 for k in key):
+        raise ValueError(f"seed, epoch, rank and worker must be non-negative integers, got {key}")
+    return int(np.random.SeedSequence(tuple(int(k) for k in key)).generate_state(1, np.uint64)[0])
+
+
+def epoch_loader(train_set: Dataset, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+    """Batches of ``train_set`` in an order set per epoch by ``loader.sampler.set_epoch``;
+    workers start once per run, not once per epoch (``persistent_workers``)."""
+    return DataLoader(_EpochDataset(train_set), batch_size=batch_size, sampler=EpochSampler(len(train_set)),
+                      num_workers=num_workers, persistent_workers=num_workers > 0,
+                      pin_memory=device.type == "cuda", worker_init_fn=_init_worker,
+                      generator=torch.Generator())  # keeps the loader off torch's global generator
+
+
+class EpochSampler(Sampler):
+    """Shuffled indices of one epoch, each as ``(epoch, seed, index)`` (``seed``: the run's).
+
+    Persistent DataLoader workers keep their own copy of the dataset for the whole run, so
+    ``set_epoch`` in the main process does not reach them: the epoch travels with every index.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n, self.epoch, self.seed = n, 0, 0
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        self.epoch, self.seed = epoch, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        shuffle = stream_seed(self.seed, self.epoch, "shuffle")
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(shuffle))
+        return ((self.epoch, self.seed, i) for i in order.tolist())
+
+
+class _EpochDataset(Dataset):
+    """``dataset`` indexed by :class:`EpochSampler`'s keys.  In a worker, the first item of an
+    epoch sets the dataset's epoch and reseeds Python's, numpy's and torch's generators from
+    (seed, epoch, worker), as new workers each epoch would be; the main process keeps its state."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset, self.epoch = dataset, None
+        self.rank = distributed.rank()  # set here, in the main process: workers need not see the group
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple):
+        epoch, seed, index = key
+        worker = get_worker_info()
+        if worker is not None and epoch != self.epoch:
+            self.epoch = epoch
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            worker_seed = stream_seed(seed, epoch, "worker", rank=self.rank, worker=worker.id)
+            random.seed(worker_seed)
+            np.random.seed(worker_seed % 2**32)
+            torch.manual_seed(worker_seed)
+        return self.dataset[index]
+
+
+def _init_worker(worker_id: int) -> None:
+    """DataLoader workers already run one per core: synthesis's small matrix products
+    (:func:`nsa_tutorial.poisson._dst_rows`) must not start BLAS threads of their own.  Ctrl-C
+    and SIGTERM are for the main process, which needs its workers to finish the epoch."""
+    threadpool_limits(limits=1, user_api="blas")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class RawPairs(Dataset):
+    """``dataset``'s augmented uint8 ``(dest, src)`` pairs (its ``raw_pair``), for synthesis on the
+    training device; the dataset itself is left as it is."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int):
+        return self.dataset.raw_pair(index)

@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 import nsa_tutorial.train as nsa_train
-from nsa_tutorial import distributed
+from nsa_tutorial import checkpoint, distributed
 from nsa_tutorial.config import get_config
 from nsa_tutorial.distributed import ShardSampler
+from nsa_tutorial.training_set import EpochSampler, epoch_loader
 
 CONFIG = get_config("bottle", mode="quick").replace(image_size=64, resize=64, crop=None, batch_size=4, epochs=2)
 
@@ -77,7 +78,7 @@ def _record_synthesis(path: Path):
 
 
 def _signal_after(save):
-    """``_save_checkpoint`` that sends SIGTERM to its process after writing epoch 1's checkpoint:
+    """``checkpoint.save_checkpoint`` that sends SIGTERM to its process after writing epoch 1's checkpoint:
     after the processes agreed to go on, as a scheduler's signal may come at any time."""
     def save_and_signal(*args):
         save(*args)
@@ -96,23 +97,23 @@ def _worker(rank: int, world: int, port: int, root: str, actions: list) -> None:
     if rank > 0:  # only rank 0 writes
         def refuse(*args, **kwargs):
             raise AssertionError(f"rank {rank} wrote a file")
-        nsa_train.atomic_write = refuse
+        checkpoint.atomic_write = refuse
     root = Path(root)
     try:
         for action, *what in actions:
             if action == "train":
                 kwargs = dict(what[1])
                 torch.set_num_threads(kwargs.pop("threads", 1))
-                save = nsa_train._save_checkpoint
+                save = checkpoint.save_checkpoint
                 if kwargs.pop("late_signal", False) and rank == 0:
-                    nsa_train._save_checkpoint = _signal_after(save)
+                    checkpoint.save_checkpoint = _signal_after(save)
                 try:
                     nsa_train.train(CONFIG, IndexDataset(kwargs.pop("stop_rank", -1), kwargs.pop("ulp", False)),
                                     root / what[0],
                                     device="cpu", progress=False, **{"checkpoint_every": 1e9, **kwargs})
                 except KeyboardInterrupt:  # the SIGTERM: the next call resumes
                     pass
-                nsa_train._save_checkpoint = save
+                checkpoint.save_checkpoint = save
             elif action == "copy" and rank == 0:
                 shutil.copytree(root / what[0], root / what[1])
             elif action == "refused" and rank == 0:  # an odd global batch
@@ -142,7 +143,7 @@ def _gradients(path: Path) -> None:
     model = nsa_train.build_model(CONFIG).double()
     model.activation = torch.nn.Sigmoid()  # the model's casts to float32
     ddp = distributed.wrap(model, torch.device("cpu"))
-    loader = distributed.shard(nsa_train._loader(IndexDataset(), CONFIG.batch_size, 0, torch.device("cpu")),
+    loader = distributed.shard(epoch_loader(IndexDataset(), CONFIG.batch_size, 0, torch.device("cpu")),
                                CONFIG.batch_size)
     loader.sampler.set_epoch(0, 0)
     gradients = {}
@@ -261,7 +262,7 @@ def test_a_checkpoint_of_two_processes_resumes_on_one(runs):
 
 @pytest.mark.parametrize("n, batch, world", [(11, 4, 2), (12, 4, 2), (10, 6, 3), (7, 8, 4)])
 def test_shards_are_disjoint_slices_of_each_global_batch(n, batch, world):
-    whole = nsa_train._EpochSampler(n)
+    whole = EpochSampler(n)
     whole.set_epoch(3, 3003)
     order = [index for _, _, index in whole]
     parts = [list(ShardSampler(whole, batch, r, world)) for r in range(world)]
@@ -288,7 +289,7 @@ def cli_env(module_tmp):
 
 
 def test_torchrun_trains_one_model_and_calibrates_once(cli_env, tmp_path):
-    from nsa_tutorial.inference import load_calibration
+    from nsa_tutorial.checkpoint import load_calibration
 
     argv = ["train", "--data-root", "textures", "--category", "texture_grass", "--mode", "quick",
             "--image-size", "64", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--output", str(tmp_path)]

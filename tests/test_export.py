@@ -16,7 +16,8 @@ from nsa_tutorial.layout import load_category, load_test_item  # noqa: E402
 from nsa_tutorial.sources import resolve_data_root
 from nsa_tutorial.training_set import SyntheticAnomalyDataset
 from nsa_tutorial.export import PARITY_ATOL, export_onnx  # noqa: E402
-from nsa_tutorial.inference import (calibrate_checkpoint, calibration_split, load_calibration, read_metadata,  # noqa: E402
+from nsa_tutorial.checkpoint import load_calibration  # noqa: E402
+from nsa_tutorial.inference import (calibrate_checkpoint, calibration_split, read_metadata,  # noqa: E402
                                     load_predictor)
 from nsa_tutorial.train import train  # noqa: E402
 

@@ -34,7 +34,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from nsa_tutorial.config import get_config
-from nsa_tutorial.train import FORMAT, train
+from nsa_tutorial.checkpoint import FORMAT
+from nsa_tutorial.train import train
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32" or "forkserver" not in multiprocessing.get_all_start_methods(),
                                 reason="needs SIGKILL and the forkserver start method (POSIX)")

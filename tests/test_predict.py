@@ -15,9 +15,9 @@ from nsa_tutorial.sources import resolve_data_root
 from nsa_tutorial.training_set import SyntheticAnomalyDataset
 from nsa_tutorial.evaluate import decision_metrics, predict_maps
 from nsa_tutorial.evaluate import ScoringModel
-from nsa_tutorial.inference import (calibrate, calibrate_checkpoint, calibration_split, load_calibration,
-                                    load_predictor, parse_threshold, predict, resolve_thresholds,
-                                    threshold_at_fpr)
+from nsa_tutorial.checkpoint import load_calibration
+from nsa_tutorial.inference import (calibrate, calibration_split, load_predictor, parse_threshold, predict,
+                                    resolve_thresholds, threshold_at_fpr)
 from nsa_tutorial.metrics import image_scores
 from nsa_tutorial.model import NSAModel
 from nsa_tutorial.train import train
@@ -144,8 +144,8 @@ def model_path(module_tmp):
     out = module_tmp("run")
     config = get_config("texture_brick", image_size=64, epochs=1, batch_size=8)
     category, held = calibration_split(load_category(resolve_data_root("textures"), config.name), 0.2)
-    train(config, SyntheticAnomalyDataset(category, config), out, max_steps_per_epoch=1, progress=False)
-    calibrate_checkpoint(out / "model.pt", held, 0.01)
+    train(config, SyntheticAnomalyDataset(category, config), out, max_steps_per_epoch=1, progress=False,
+          calibration_images=held, target_fpr=0.01)
     yield out / "model.pt"
     mp.undo()
 

@@ -16,8 +16,8 @@ from nsa_tutorial import pretrained as shipped
 from nsa_tutorial.cli import main
 from nsa_tutorial.config import get_config
 from nsa_tutorial.model import build_model
-from nsa_tutorial.train import load_model
-from nsa_tutorial.inference import calibrate, load_calibration, torch_predictor
+from nsa_tutorial.checkpoint import load_calibration, load_model
+from nsa_tutorial.inference import calibrate, torch_predictor
 from nsa_tutorial.layout import load_category
 from nsa_tutorial.sources import resolve_data_root
 

@@ -1,4 +1,5 @@
-"""Tests for nsa_tutorial.train: learning, exact resume, atomic checkpoints, model files."""
+"""Tests for nsa_tutorial.train and the modules it runs on (checkpoint, training_set, runtime):
+learning, exact resume, atomic checkpoints, model files."""
 
 import contextlib
 import dataclasses
@@ -15,9 +16,13 @@ from torch.utils.data import Dataset
 
 import nsa_tutorial
 import nsa_tutorial.train as nsa_train
+from nsa_tutorial import checkpoint, runtime
+from nsa_tutorial.checkpoint import FORMAT, FORMAT_VERSION, load_model
 from nsa_tutorial.config import get_config
 from nsa_tutorial.model import NSAModel
-from nsa_tutorial.train import FORMAT, FORMAT_VERSION, load_model, pick_device, train
+from nsa_tutorial.runtime import pick_device
+from nsa_tutorial.train import train
+from nsa_tutorial.training_set import STREAMS, epoch_loader, stream_seed
 
 CONFIG = get_config("bottle", mode="quick").replace(
     image_size=64, resize=64, crop=None, batch_size=4, epochs=2)
@@ -182,8 +187,8 @@ def test_interruption_between_checkpoints_resumes_from_the_last_one(tmp_path, mo
     config = CONFIG.replace(epochs=4)
     straight = SquareDataset(n=4)
     saves = []
-    save = nsa_train._save_checkpoint
-    monkeypatch.setattr(nsa_train, "_save_checkpoint", lambda *a: saves.append(a[3]) or save(*a))
+    save = checkpoint.save_checkpoint
+    monkeypatch.setattr(checkpoint, "save_checkpoint", lambda *a: saves.append(a[3]) or save(*a))
     monkeypatch.setattr(nsa_train, "_now", lambda: 10.0 * len(straight.epochs_seen))
     history = quiet_train(config, straight, tmp_path / "straight", checkpoint_every=15)
     assert saves == [2, 4]  # by the clock, and after the last epoch
@@ -240,6 +245,59 @@ def test_load_model_rejects_foreign_files(tmp_path, content, message):
     assert str(path) in str(error.value)
 
 
+def test_file_layouts_are_unchanged(runs):
+    """What existing run folders hold: a change here stops them resuming (or bump FORMAT_VERSION)."""
+    state = torch.load(runs["root"] / "straight" / "checkpoint.pt", weights_only=True)
+    assert list(state) == ["format", "version", "epoch", "config", "model", "optimizer", "scheduler", "scaler",
+                           "rng", "history", "identity"]
+    assert (state["format"], state["version"]) == ("nsa-tutorial-checkpoint", 1)
+    assert list(state["identity"]) == ["config", "seed", "package_version", "max_steps_per_epoch", "data"]
+    assert list(state["rng"]) == ["torch", "python", "numpy"] + (["cuda"] if torch.cuda.is_available() else [])
+    model = torch.load(runs["root"] / "straight" / "model.pt", weights_only=True)
+    assert list(model) == ["format", "version", "package_version", "config", "state_dict", "history"]
+    assert (model["format"], model["version"]) == (FORMAT, FORMAT_VERSION) == ("nsa-tutorial-model", 1)
+
+
+def _uint8_images(dataset) -> list:
+    return [(image.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8).numpy() for image in dataset.images]
+
+
+def test_calibration_happens_before_the_one_write_of_model_pt(tmp_path, monkeypatch):
+    """With ``calibration_images``, train() scores them with the model in memory and writes model.pt
+    once, the calibration inside: the one that calibrating the written file gives."""
+    from nsa_tutorial.inference import calibrate_checkpoint
+
+    images = _uint8_images(SquareDataset(n=5))
+    written = []
+    save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, path, *a, **k: written.append(obj["format"]) or save(obj, path))
+    quiet_train(CONFIG.replace(epochs=1), SquareDataset(n=4), tmp_path, calibration_images=images, target_fpr=0.2)
+    monkeypatch.undo()
+    assert written == ["nsa-tutorial-checkpoint", "nsa-tutorial-model"]
+    stored = checkpoint.load_calibration(tmp_path / "model.pt")
+    assert stored["n_images"] == 5 and stored["target_fpr"] == 0.2
+    assert list(torch.load(tmp_path / "model.pt", weights_only=True))[-1] == "calibration"
+    assert calibrate_checkpoint(tmp_path / "model.pt", images, 0.2, "cpu") == stored
+    assert checkpoint.load_calibration(tmp_path / "model.pt") == stored
+
+
+def test_calibration_is_read_and_written_with_the_checked_loader(tmp_path):
+    import pickle
+
+    path = tmp_path / "model.pt"
+    for content, message in ((b"not a model", "not a readable model file"),
+                             (pickle.dumps(EvilPayload()), "never loaded")):
+        path.write_bytes(content)
+        for call in (checkpoint.load_calibration, lambda p: checkpoint.add_calibration(p, {"n_images": 1})):
+            with pytest.raises(ValueError, match=message) as error:
+                call(path)
+            assert str(path) in str(error.value)
+        assert path.read_bytes() == content
+    torch.save({"weights": 1}, path)
+    with pytest.raises(ValueError, match="not an NSA model file"):
+        checkpoint.add_calibration(path, {"n_images": 1})
+
+
 def test_load_model_rejects_a_non_torch_file(tmp_path):
     path = tmp_path / "model.pt"
     path.write_text("not a model")
@@ -263,6 +321,7 @@ def test_pick_device(capsys):
     (dict(epochs=3), "epochs"), (dict(epochs=0), "epochs"), (dict(seed=-1), "seed"),
     (dict(max_steps_per_epoch=0), "max_steps_per_epoch"), (dict(num_workers=-1), "num_workers"),
     (dict(checkpoint_every=-1), "checkpoint_every"), (dict(checkpoint_every="1m"), "checkpoint_every"),
+    (dict(target_fpr=0), "target_fpr"), (dict(target_fpr=1.5), "target_fpr"), (dict(target_fpr="1%"), "target_fpr"),
 ])
 def test_bad_arguments_are_rejected(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -348,11 +407,11 @@ def test_persistent_workers_see_each_epoch_and_reseed_per_epoch():
     """One persistent worker makes epoch 1's items from epoch 1 (set_epoch reaches it), the same
     as the main process; its torch draws are the same whether the worker started at epoch 0 or
     at epoch 1 (a resumed run), and they differ between epochs."""
-    loader = nsa_train._loader(EpochDataset(), 4, 1, torch.device("cpu"))
+    loader = epoch_loader(EpochDataset(), 4, 1, torch.device("cpu"))
     epoch0, epoch1 = _epochs_of(loader, [0, 1])
     assert len({pid for _, pids in epoch0 + epoch1 for pid in pids} | {os.getpid()}) == 2  # one worker, kept
-    [fresh1] = _epochs_of(nsa_train._loader(EpochDataset(), 4, 1, torch.device("cpu")), [1])
-    main0, main1 = _epochs_of(nsa_train._loader(EpochDataset(), 4, 0, torch.device("cpu")), [0, 1])
+    [fresh1] = _epochs_of(epoch_loader(EpochDataset(), 4, 1, torch.device("cpu")), [1])
+    main0, main1 = _epochs_of(epoch_loader(EpochDataset(), 4, 0, torch.device("cpu")), [0, 1])
     first = lambda items: torch.cat([batch[:, 0] for batch, _ in items])
     second = lambda items: torch.cat([batch[:, 1] for batch, _ in items])
     assert torch.equal(first(epoch1), first(main1)) and torch.equal(first(epoch0), first(main0))
@@ -365,7 +424,7 @@ def test_gpu_path_runs_on_the_cpu(tmp_path, monkeypatch):
     """What a CUDA run does, on a CPU: channels-last, bfloat16 autocast and batched synthesis on
     the training device. Finite losses, labels in [0, 1], a model that really ran in bfloat16."""
     config, dataset = _texture_dataset(tmp_path)
-    monkeypatch.setattr(nsa_train, "_GPU_PATH_ON_CPU", True)
+    monkeypatch.setattr(runtime, "_GPU_PATH_ON_CPU", True)
     labels, outputs = [], []
     synthesise, build = nsa_train._synthesise, nsa_train.build_model
 
@@ -431,7 +490,7 @@ def test_resume_refuses_another_run_and_lists_what_differs(one_epoch, change, di
 
 
 def test_resume_refuses_a_checkpoint_of_another_package_version(one_epoch, monkeypatch):
-    monkeypatch.setattr("nsa_tutorial.train.__version__", "99.0")
+    monkeypatch.setattr("nsa_tutorial.checkpoint.__version__", "99.0")
     with pytest.raises(ValueError, match=r"package_version \(checkpoint '.*', now '99.0'\)"):
         quiet_train(CONFIG, FileDataset(), one_epoch)
 
@@ -508,8 +567,6 @@ def test_old_stream_seeds_collided_and_stream_seed_keeps_every_stream_apart():
     from the training set's per-sample keys ``[seed, epoch, index]``."""
     old_shuffle, old_synthesis = (lambda s, e: s * 1000 + e), (lambda s, e: s * 1000 + e + 500)
     assert old_shuffle(0, 500) == old_synthesis(0, 0) and old_shuffle(3, 560) == old_synthesis(3, 60)
-    from nsa_tutorial.train import STREAMS, stream_seed
-
     assert stream_seed(0, 500, "shuffle") != stream_seed(0, 0, "synthesis")
     keys = [(seed, epoch, stream, rank, worker) for seed in range(4) for epoch in range(0, 600, 7)
             for stream in STREAMS for rank in range(2) for worker in (range(3) if stream == "worker" else [0])]
