@@ -7,7 +7,8 @@ so never runs code) and an entry in ``pretrained.json`` beside this module: the 
 the model's config and calibration, its metrics and the command and commit that trained it.
 The file is found, in this order, in ``$NSA_WEIGHTS_DIR``, in the checkout's ``weights/`` folder
 (offline), or in the download cache (``$NSA_DATA_DIR`` or ``~/.cache/nsa_tutorial``, folder
-``weights``), where it is downloaded from the package version's release (pooch) when missing.
+``weights``), where it is downloaded from the package version's release (pooch; ``$NSA_WEIGHTS_URL``
+for a mirror) when missing.
 Every file's checksum is verified before it is loaded; a mismatch is refused.
 
 On the command line, ``--checkpoint pretrained:NAME`` works wherever a ``model.pt`` does
@@ -32,6 +33,7 @@ MANIFEST = Path(__file__).with_name("pretrained.json")
 #: The checkout's folder of weights (absent where the package was installed without them).
 CHECKOUT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 #: Where a release keeps the files; ``{version}`` is the package version, ``{file}`` the file name.
+#: ``$NSA_WEIGHTS_URL`` (the same template) points at a mirror instead.
 RELEASE_URL = "https://github.com/nsa-tutorial/nsa-tutorial/releases/download/v{version}/{file}"
 PREFIX = "pretrained:"
 
@@ -97,7 +99,7 @@ def weights_file(name: str, download: bool = True) -> Path:
                                  "to load it (a changed or damaged file); delete it or replace it with the "
                                  "release's file")
             return path
-    url = RELEASE_URL.format(version=__version__, file=file)
+    url = (os.environ.get("NSA_WEIGHTS_URL") or RELEASE_URL).format(version=__version__, file=file)
     if not download:
         raise FileNotFoundError(f"{file} is neither in {CHECKOUT_WEIGHTS} nor in {_cache()}")
     import pooch

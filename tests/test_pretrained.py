@@ -2,6 +2,7 @@
 unpickled, refused when their checksum differs, and usable as ``--checkpoint pretrained:NAME``."""
 
 import dataclasses
+import functools
 import http.server
 import json
 import pickle
@@ -54,9 +55,11 @@ def _closed_port() -> int:
 
 def _serve(folder):
     """A loopback HTTP server for ``folder``; returns (server, base URL)."""
-    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(folder), **k)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.RequestHandlerClass.log_message = lambda *a: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -173,3 +176,18 @@ def test_every_model_in_the_manifest_ships_with_this_checkout_and_verifies():
         assert shipped.sha256(path) == info["sha256"], f"{name}: {path} does not match the manifest"
     total = sum(p.stat().st_size for p in shipped.CHECKOUT_WEIGHTS.glob("*.safetensors"))
     assert total <= 80e6, f"weights/ holds {total / 1e6:.1f} MB, more than the 80 MB budget"
+
+
+def test_nsa_weights_url_points_the_download_at_a_mirror(release, tmp_path, monkeypatch):
+    _, _, path, _ = release
+    served = tmp_path / "mirror"
+    served.mkdir()
+    path.rename(served / path.name)
+    server, url = _serve(served)
+    try:
+        monkeypatch.setattr(shipped, "RELEASE_URL", f"http://127.0.0.1:{_closed_port()}/{{file}}")
+        monkeypatch.setenv("NSA_WEIGHTS_URL", url + "/{file}")
+        assert shipped.pretrained(NAME).model is not None
+    finally:
+        server.shutdown()
+        server.server_close()
