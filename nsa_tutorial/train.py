@@ -141,7 +141,7 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
                     checkpoint.save_checkpoint(output_dir, parts, config, epoch + 1, history)
                     saved, last_save = epoch + 1, _now()
                 if progress:
-                    print(_summary(history))
+                    print(_summary(history, stop), flush=True)
                 if stopping and epoch + 1 < stop:
                     raise KeyboardInterrupt(f"stopped by {signal.Signals(stopping).name}")
     except KeyboardInterrupt:
@@ -267,9 +267,16 @@ def _check_train_args(config: Config, train_set: Dataset, epochs: Optional[int],
     return epochs
 
 
-def _summary(history: dict) -> str:
-    return (f"epoch {history['epoch'][-1]}: loss {history['loss'][-1]:.4f}, lr {history['lr'][-1]:.2e}, "
+def time_left(history: dict, stop: int) -> float:
+    """Seconds until epoch ``stop``: the epochs left times the median of the last (up to) five epochs."""
+    recent = sorted(history["seconds"][-5:])
+    return (stop - history["epoch"][-1]) * recent[len(recent) // 2] if recent else float("nan")
+
+
+def _summary(history: dict, stop: int) -> str:
+    left = time_left(history, stop)
+    return (f"epoch {history['epoch'][-1]}/{stop}: loss {history['loss'][-1]:.4f}, lr {history['lr'][-1]:.2e}, "
             f"{history['samples_per_s'][-1]:.1f} samples/s, {history['seconds'][-1]:.1f} s, "
-            f"peak memory {history['peak_memory_mb'][-1]:.0f} MB, "
+            f"about {left / 60:.0f} min left, peak memory {history['peak_memory_mb'][-1]:.0f} MB, "
             f"{100 * history['data_wait_fraction'][-1]:.0f}% of the time waiting for data, "
             f"{100 * history['normal_fraction'][-1]:.1f}% samples without anomaly")

@@ -579,3 +579,14 @@ def test_old_stream_seeds_collided_and_stream_seed_keeps_every_stream_apart():
         stream_seed(-1, 0, "shuffle")
     with pytest.raises(KeyError):
         stream_seed(0, 0, "no such stream")
+
+
+def test_time_left_is_the_epochs_left_times_the_recent_median_epoch():
+    from nsa_tutorial.train import _summary, time_left
+
+    history = {"epoch": [1, 2, 3, 4, 5, 6], "seconds": [100.0, 9.0, 10.0, 11.0, 10.0, 50.0]}
+    assert time_left(history, 10) == 4 * 10.0  # median of the last five: a slow first epoch and an outlier ignored
+    assert time_left({"epoch": [1], "seconds": [7.0]}, 1) == 0.0
+    full = {**history, **{k: [0.5] * 6 for k in ("loss", "lr", "samples_per_s", "peak_memory_mb",
+                                                   "data_wait_fraction", "normal_fraction")}}
+    assert "epoch 6/10" in _summary(full, 10) and "about 1 min left" in _summary(full, 10)
