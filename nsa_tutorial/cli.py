@@ -22,24 +22,20 @@ same run: a checkpoint of other settings, seed, package version or data is refus
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import pickle
 import sys
 import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import LABELS, METHODS, MODES, MVTEC_CLASSES, SIZE_CLIPS, default_mode, get_config
+from . import sweep
 from .files import check_output, plain_name
+from .pipeline import error_message, evaluate_category, is_user_error, refuse_inside_data
 
 #: Numeric options and their ranges (inclusive; None: unbounded), checked when parsed.
 RANGES = {"--epochs": (1, None), "--batch-size": (1, None), "--workers": (0, None),
           "--seed": (0, 2**32 - 1), "--seeds": (0, 2**32 - 1),
           "--checkpoint-every": (0.0, None), "--calibration": (0.0, 0.9), "--pixel-threshold": (0.0, 1.0)}
-
-
-class SweepFailed(RuntimeError):
-    """Some runs of ``reproduce`` failed; each one's error is recorded in its run folder."""
 
 
 def _config(args, category: str):
@@ -50,87 +46,12 @@ def _config(args, category: str):
                       like=args.like, **overrides)
 
 
-def _category_folder(data_root: str, name: str) -> Path:
-    from .sources import resolve_data_root
-
-    return resolve_data_root(data_root) / name
-
-
-def _refuse_inside_data(path: Path, data_root: str, name: str) -> None:
-    """Outputs never go into the dataset: everything there is an input."""
-    folder = _category_folder(data_root, name)
-    if folder.is_dir() and Path(path).expanduser().resolve().is_relative_to(folder.resolve()):
-        raise ValueError(f"--output {path} lies inside the data folder {folder}; write results elsewhere")
-
-
-def train_one(data_root: str, config, output: Path, seed: int = 0, device: Optional[str] = None,
-              workers: int = 0, restart: bool = False, checkpoint_every: float = 60.0,
-              calibration: float = 0.0, target_fpr: float = 0.01) -> Path:
-    """Train ``config`` on its category under ``data_root``; returns the path of ``model.pt``.
-
-    The whole category is read first (:func:`nsa_tutorial.layout.check_category`): a corrupt test
-    image or a wrong mask stops the run in seconds, not after training.  ``calibration``: the
-    share of normal training images held back to calibrate the threshold at ``target_fpr``
-    (:mod:`nsa_tutorial.inference`); 0 trains on all of them (the paper).
-    """
-    from . import distributed
-    from .layout import check_category, load_category
-    from .sources import resolve_data_root
-    from .training_set import SyntheticAnomalyDataset
-    from .inference import calibration_split
-    from .train import train
-
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise NotADirectoryError(f"--output {output} is a file; expected a folder for the run")
-    with distributed.main_first():  # under torchrun, one process unpacks an embedded dataset
-        _refuse_inside_data(output, data_root, config.name)
-        category = load_category(resolve_data_root(data_root), config.name)
-    check_category(category)
-    category, held_out = calibration_split(category, calibration, seed)
-    _print_settings(config)
-    dataset = SyntheticAnomalyDataset(category, config, seed=seed)
-    # train() calibrates on held_out (rank 0 under torchrun) before it writes model.pt
-    train(config, dataset, output, device=device, seed=seed, num_workers=workers, resume=not restart,
-          checkpoint_every=checkpoint_every, calibration_images=held_out, target_fpr=target_fpr)
-    return output / "model.pt"
-
-
-def _print_settings(config) -> None:
-    """The settings of a run (all of them are stored in model.pt) and how it will be scored."""
-    from .config import describe
-    from .evaluate import centre_cropped
-
-    print(describe(config))
-    print("  evaluation: " + ("centre crop, zero-padded back (the paper's protocol for this class)"
-                              if centre_cropped(config) else "the whole image"))
-
-
-def evaluate_one(data_root: str, category_name: str, checkpoint: Path, device: Optional[str] = None) -> dict:
-    """Metrics of the model in ``checkpoint`` on the test split of ``category_name``."""
-    from .layout import load_category
-    from .sources import resolve_data_root
-    from .evaluate import evaluate
-    from .checkpoint import load_calibration, load_model
-    from .runtime import pick_device
-
-    device = pick_device(device)
-    model, config = load_model(checkpoint, device=device)
-    if config.name != category_name:
-        print(f"note: the model was trained on {config.name!r}, evaluating it on {category_name!r}")
-    calibration = load_calibration(checkpoint) or {}
-    result = evaluate(model, load_category(resolve_data_root(data_root), category_name), config, device,
-                      threshold=calibration.get("image_threshold"))
-    result["image_fpr_target"] = calibration.get("target_fpr")
-    return {"category": category_name, "method": config.method, "label": config.label,
-            "mode": config.mode, "checkpoint": str(checkpoint), **result, "config": dataclasses.asdict(config)}
-
-
 def cmd_train(args) -> None:
     from . import distributed
+    from .pipeline import train_category
 
     with distributed.start(args.device) as device:  # under torchrun: one process of a DDP run
-        path = train_one(args.data_root, _config(args, args.category), args.output, args.seed, device,
+        path = train_category(args.data_root, _config(args, args.category), args.output, args.seed, device,
                          args.workers, restart=args.restart, checkpoint_every=args.checkpoint_every,
                          calibration=args.calibration, target_fpr=args.target_fpr)
         if not distributed.is_main():
@@ -144,8 +65,8 @@ def cmd_evaluate(args) -> None:
 
     rules = dict(overwrite=args.overwrite, inputs=[args.checkpoint])
     check_output(args.output, **rules)  # before the work, not after it
-    _refuse_inside_data(args.output, args.data_root, args.category)
-    result = evaluate_one(args.data_root, args.category, args.checkpoint, args.device)
+    refuse_inside_data(args.output, args.data_root, args.category)
+    result = evaluate_category(args.data_root, args.category, args.checkpoint, args.device)
     write_json(args.output, result, **rules)
     for key in ("image_auroc", "pixel_auroc", "au_pro"):
         value = result[key]
@@ -154,133 +75,13 @@ def cmd_evaluate(args) -> None:
     print(f"metrics written to {args.output}")
 
 
-def _finished(metrics: Path, config, consequence: str = "redoing this run") -> bool:
-    """Whether ``metrics`` marks a finished run of ``config``: it parses, is complete and matches."""
-    from .evaluate import RESULT_FIELDS
-    from .files import read_result
-
-    result, why = read_result(metrics, RESULT_FIELDS)
-    if result is not None:
-        ours = {"category": config.name, "method": config.method, "label": config.label, "mode": config.mode}
-        other = {k: result[k] for k in ours if result[k] != ours[k]}
-        then = result.get("config") or {}
-        other.update({k: then[k] for k, v in dataclasses.asdict(config).items() if k in then and then[k] != v})
-        if not other:
-            return True
-        why = f"{metrics} belongs to another setting ({other})"
-    if why:
-        print(f"note: {why}; {consequence}")
-    return False
-
-
-def _run(args, config, run: Path, seed: int) -> None:
-    """Train and evaluate one run of a sweep; its ``metrics.json`` marks it finished."""
-    from .files import write_json
-
-    checkpoint = train_one(args.data_root, config, run, seed, args.device, args.workers, restart=args.restart,
-                           checkpoint_every=args.checkpoint_every)
-    result = evaluate_one(args.data_root, config.name, checkpoint, args.device)
-    write_json(run / "metrics.json", result, overwrite=True, within=args.output)
-    (run / "error.json").unlink(missing_ok=True)
-
-
-def _record_failure(args, run: Path, error: Exception) -> str:
-    from .files import write_json
-
-    message = error_message(error)
-    record = {"error": message, "type": type(error).__name__,
-              "traceback": None if _is_user_error(error) else traceback.format_exc()}
-    run.mkdir(parents=True, exist_ok=True)
-    write_json(run / "error.json", record, overwrite=True, within=args.output)
-    return message
-
-
 def cmd_reproduce(args) -> None:
-    from .evaluate import summarise
-    from .sweep import map_on_devices, shard
+    from .sweep import Sweep, reproduce
 
-    if len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds lists a seed twice: {args.seeds}")
-    if args.devices and args.device:
-        raise ValueError("give either --device (one process) or --devices (one worker process per device)")
     names = [plain_name(name, "each --categories entry (a category folder's name)") for name in args.categories]
     configs = [_config(args, name) for name in names]  # every setting checked before the first run
-    runs = sorted(((config, seed) for config in configs for seed in args.seeds),
-                  key=lambda run: (run[0].name, run[1]))  # the same list for every shard
-    if args.summarise_only:
-        return _report(args, runs, summarise(Path(args.output)))
-    mine = shard(runs, *args.shard) if args.shard else runs
-    if args.shard:
-        print(f"shard {args.shard[0]}/{args.shard[1]}: {len(mine)} of the {len(runs)} runs")
-    jobs = [(args, config, seed) for config, seed in mine]
-    results = map_on_devices(_attempt, jobs, args.devices) if args.devices else \
-        ((job, _attempt(job, args.device)) for job in jobs)
-    failed = []
-    for (_, config, seed), outcome in results:
-        if isinstance(outcome, Exception):  # a worker process died: nothing could record it
-            outcome = ("failed", f"{config.name} seed {seed}: FAILED: worker process died ({outcome})")
-        status, message = outcome
-        print(message, file=sys.stderr if status == "failed" else sys.stdout)
-        if status == "failed":
-            failed.append(f"{config.name} seed {seed}")
-    print(summarise(Path(args.output)))
-    if failed:
-        raise SweepFailed(f"{len(failed)} of {len(jobs)} runs failed ({', '.join(failed)}); each error is in its "
-                          "run folder's error.json and in results.json; run the same command again to "
-                          "retry only the failed and missing runs")
-
-
-def _attempt(job, device) -> tuple[str, str]:
-    """Run one run of a sweep unless it is finished or another process holds it:
-    ``(status, message)``, status one of done, busy, ok, failed (recorded in its error.json)."""
-    from .sweep import claim
-
-    args, config, seed = job
-    run = _run_folder(args, config, seed)
-    with claim(run) as ours:
-        if not ours:
-            return "busy", f"{config.name} seed {seed}: being run by another process ({run / '.lock'}); left to it"
-        if _finished(run / "metrics.json", config):
-            return "done", f"{config.name} seed {seed}: done earlier ({run / 'metrics.json'})"
-        try:
-            _run(argparse.Namespace(**{**vars(args), "device": device}), config, run, seed)
-        except Exception as error:  # recorded; the sweep goes on (KeyboardInterrupt stops it)
-            message = _record_failure(args, run, error)
-            return "failed", f"{config.name} seed {seed}: FAILED: {message} (recorded in {run / 'error.json'})"
-    return "ok", f"{config.name} seed {seed}: finished ({run / 'metrics.json'})"
-
-
-def _run_folder(args, config, seed: int) -> Path:
-    return Path(args.output) / _setting(config) / config.name / f"seed{seed}"
-
-
-def _report(args, runs, tables: str) -> None:
-    """``reproduce --summarise-only``: the tables of what is finished, and what is not."""
-    from .files import read_result
-
-    print(tables)
-    finished, failed, missing = [], [], []
-    for config, seed in runs:
-        run, name = _run_folder(args, config, seed), f"{config.name} seed {seed}"
-        if _finished(run / "metrics.json", config, "not counted as finished"):
-            finished.append(name)
-        elif (run / "error.json").exists():
-            failed.append(f"{name} ({(read_result(run / 'error.json', ('error',))[0] or {}).get('error')})")
-        else:
-            missing.append(name)
-    print(f"{len(finished)} of {len(runs)} runs finished")
-    for label, names in (("failed", failed), ("missing (not run yet, or running)", missing)):
-        if names:
-            print(f"{label}: {', '.join(names)}")
-    if failed or missing:
-        raise SweepFailed(f"{len(failed) + len(missing)} of {len(runs)} runs are not finished "
-                          f"({len(failed)} failed, {len(missing)} missing)")
-
-
-def _setting(config) -> str:
-    """Run folder name of a method/label/ablation, e.g. ``nsa_logistic`` or ``nsa_logistic_B``."""
-    name = f"{config.method}_{config.label}" if config.method == "nsa" else config.method
-    return name if config.variant is None else f"{name}_{config.variant}"
+    sweep = Sweep(args.data_root, Path(args.output), args.device, args.workers, args.restart, args.checkpoint_every)
+    reproduce(sweep, configs, args.seeds, part=args.shard, devices=args.devices, summarise_only=args.summarise_only)
 
 
 def _number_option(name: str, cast=int):
@@ -473,23 +274,6 @@ def _add_scale_options(p: argparse.ArgumentParser) -> None:
                         "missing or failed (exit code 1 until every run is finished)")
 
 
-def _is_user_error(error: BaseException) -> bool:
-    """Errors of input, files, data or resources, which a one-line message explains."""
-    return isinstance(error, (ValueError, OSError, pickle.UnpicklingError, MemoryError)) \
-        or type(error).__name__ == "OutOfMemoryError"  # torch's CUDA out of memory
-
-
-def error_message(error: BaseException) -> str:
-    """One line for the user; train()'s remedy ``resume=False`` becomes the CLI's ``--restart``."""
-    from .checkpoint import ResumeError
-
-    if isinstance(error, ResumeError):
-        text = f"{error.problem}; or run again with --restart to start afresh (replacing what the folder holds)"
-    else:
-        text = str(error) or type(error).__name__
-    return " ".join(text.split())
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -507,11 +291,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
-    except SweepFailed as error:
+    except sweep.SweepFailed as error:
         print(f"{prefix}: {error}", file=sys.stderr)
         return 1
     except Exception as error:
-        if not _is_user_error(error):
+        if not is_user_error(error):
             traceback.print_exc()
             print(f"{prefix}: internal error {type(error).__name__}: this is a bug in nsa_tutorial; "
                   "please report it with the traceback above", file=sys.stderr)

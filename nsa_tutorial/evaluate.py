@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from .config import Config
-from .files import write_json, write_text
 from .layout import Category, load_test_item
 from .training_set import normalize_batch
 from .metrics import au_pro, image_auroc, image_scores, pixel_auroc
@@ -197,73 +196,3 @@ def provenance() -> dict:
     return {"package_version": __version__, "commit": commit, "date": time.strftime("%Y-%m-%d"),
             "machine": platform.platform(), "cpu_count": os.cpu_count(), "gpu": gpu,
             "torch": torch.__version__}
-
-
-def summarise(output: str | Path) -> str:
-    """Collect ``SETTING/CATEGORY/seedN/metrics.json`` under ``output`` into tables.
-
-    Writes ``results.json`` (mean, standard error and seeds per setting, class and
-    metric, and the :func:`provenance` of the summary) and ``tables.md`` (for MVTec AD classes laid out like the paper's
-    Tables 1, 2 and 8 with the paper's numbers beside ours), and returns the Markdown.
-    """
-    from .config import MVTEC_CLASSES
-    from .paper_results import MVTEC, results_table
-
-    output = Path(output)
-    runs, failed = _collect_runs(output)
-    summary = {
-        setting: {name: {m: dict(zip(("mean", "se"), mean_and_se([r[m] for r in results])),
-                                 seeds=len(results))
-                         for m in METRICS if all(r.get(m) is not None for r in results)}
-                  for name, results in categories.items()}
-        for setting, categories in runs.items()}
-    clips = _size_clips(runs)
-    write_json(output / "results.json", {**summary, "failed": failed, "size_clip": clips, "provenance": provenance()},
-               overwrite=True, within=output)
-    parts = []
-    for setting, categories in summary.items():
-        method = setting  # nsa_logistic, cutpaste, fpi, ...: the paper's column of the same name
-        means = {name: {m: v["mean"] for m, v in values.items()} for name, values in categories.items()}
-        for metric in METRICS:
-            parts.append(f"### {setting}: {metric} (size_clip: {', '.join(clips[setting])})\n")
-            if all(n in MVTEC_CLASSES for n in means) and method in MVTEC[metric]:
-                parts.append(results_table(means, metric, method))
-            else:
-                rows = [f"| {n} | {100 * v[metric]:.1f} |" for n, v in means.items() if metric in v]
-                parts.append("\n".join(["| class | ours |", "|---|---:|", *rows]) if rows else "(no values)")
-            parts.append("")
-    if failed:
-        parts += ["### failed runs\n", *(f"- {f['setting']}/{f['category']}/{f['seed']}: {f['error']}"
-                                        for f in failed), ""]
-    markdown = "\n".join(parts)
-    write_text(output / "tables.md", markdown + "\n", overwrite=True, within=output)
-    return markdown
-
-
-def _size_clips(runs: dict) -> dict:
-    """The eq. 9 clip (``size_clip``) each setting's runs used; a result whose config does not
-    name one used ``Config``'s default, the paper's rule."""
-    return {setting: sorted({(r.get("config") or {}).get("size_clip", "paper") for results in categories.values()
-                             for r in results}) for setting, categories in runs.items()}
-
-
-def _collect_runs(output: Path) -> tuple[dict, list]:
-    """Finished runs ``{setting: {category: [metrics, ...]}}`` and failed ones (their ``error.json``).
-
-    A ``metrics.json`` that does not parse or lacks fields is left out, with a note naming it.
-    """
-    from .files import read_result
-
-    runs: dict = {}
-    for path in sorted(output.glob("*/*/seed*/metrics.json")):
-        result, why = read_result(path, ("image_auroc", "pixel_auroc", "au_pro"))
-        if result is None:
-            print(f"note: {why}; left out of the summary")
-            continue
-        runs.setdefault(path.parts[-4], {}).setdefault(path.parts[-3], []).append(result)
-    failed = []
-    for path in sorted(output.glob("*/*/seed*/error.json")):
-        record, why = read_result(path, ("error",))
-        failed.append({"setting": path.parts[-4], "category": path.parts[-3], "seed": path.parts[-2],
-                       "error": record["error"] if record else why})
-    return runs, failed

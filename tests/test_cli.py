@@ -253,12 +253,12 @@ def test_truncated_checkpoint_names_the_file_and_the_cli_remedy(trained, tmp_pat
 
 
 def test_an_internal_error_shows_its_traceback_and_says_it_is_a_bug(monkeypatch, capsys):
-    import nsa_tutorial.cli as cli
+    import nsa_tutorial.pipeline as pipeline
 
     def broken(*args, **kwargs):
         return 1 / 0
 
-    monkeypatch.setattr(cli, "train_one", broken)
+    monkeypatch.setattr(pipeline, "train_category", broken)
     assert main(["train", "--data-root", "textures", "--category", "x", "--output", "o"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "ZeroDivisionError" in err and "this is a bug" in err

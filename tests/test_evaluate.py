@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from nsa_tutorial.config import get_config
-from nsa_tutorial.evaluate import compute_metrics, eval_size, mean_and_se, predict_maps, summarise
+from nsa_tutorial.evaluate import compute_metrics, eval_size, mean_and_se, predict_maps
+from nsa_tutorial.sweep import summarise
 
 
 class Brightness(torch.nn.Module):
