@@ -58,6 +58,9 @@ RUNS = {
                                    batch_size=16, calibration=0.0),
 }
 RECORD = Path(__file__).parent / "results" / "reference-runs.json"
+#: Where the code this process runs came from: read once, at start, since Python keeps the modules
+#: it loaded whatever is committed while it trains.
+STARTED_AT = provenance()
 
 
 def run_config(name: str):
@@ -98,7 +101,7 @@ def train_with_curve(name: str, seed: int, output: Path, workers: int) -> dict:
         point = {"epoch": stop, **{k: v for k, v in test_metrics(model, config, test, "cpu").items()
                                    if k in ("image_auroc", "pixel_auroc", "au_pro")},
                  "loss": history["loss"][-1], "train_seconds": sum(history["seconds"]),
-                 "commit": provenance()["commit"]}  # the code that trained the epochs up to this point
+                 "commit": STARTED_AT["commit"]}  # the code that trained the epochs up to this point
         curve.append(point)
         atomic_write(curve_path, lambda tmp: tmp.write_text(json.dumps(curve, indent=1)))
         print(f"{name} seed {seed}: epoch {stop}: " + ", ".join(
@@ -131,7 +134,7 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             started = time.time()
             record = train_with_curve(name, seed, args.output, args.workers)
-            record.update(command=command, wall_seconds_this_call=time.time() - started, provenance=provenance())
+            record.update(command=command, wall_seconds_this_call=time.time() - started, provenance=STARTED_AT)
             records = json.loads(args.record.read_text()) if args.record.exists() else {}
             records[f"{name}/seed{seed}"] = record
             write_json(args.record, records, overwrite=True)
