@@ -23,8 +23,8 @@ _GPU_PATH_ON_CPU = False
 def pick_device(requested: Union[str, torch.device, None] = None) -> torch.device:
     """``"cuda"`` when a GPU is available, else ``"cpu"``; or the requested device if usable.
 
-    Prints what it picked and why, so that nobody trains on a CPU for hours by accident.
-    Book chapter: *Training*.
+    When it picks, it prints what and why, so that nobody trains on a CPU for hours by accident;
+    a requested device is only checked (the caller chose it).  Book chapter: *Training*.
     """
     if requested is not None:
         try:
@@ -34,7 +34,6 @@ def pick_device(requested: Union[str, torch.device, None] = None) -> torch.devic
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {requested!r} was requested but torch sees no CUDA GPU; "
                              "use 'cpu' or pass device=None to pick automatically")
-        print(f"Using {device} (requested).")
         return device
     if torch.cuda.is_available():
         print(f"Using cuda ({torch.cuda.get_device_name()}): a CUDA GPU is available.")

@@ -115,7 +115,7 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
         or (0, {key: [] for key in HISTORY_KEYS})
     parts = parts._replace(ddp=distributed.wrap(parts.model, device))
     progress = progress and distributed.is_main()
-    on_device = _synthesis_on_device(config, train_set, device, synthesis_on_device)
+    on_device = _synthesis_on_device(config, train_set, device, synthesis_on_device, progress)
     synthesis_generator = torch.Generator()
     prepare = partial(_synthesise, config=config, device=device, generator=synthesis_generator)
     loader = epoch_loader(RawPairs(train_set) if on_device else train_set, config.batch_size, num_workers, device)
@@ -228,8 +228,8 @@ def _synthesise(batch, config: Config, device: torch.device, generator: torch.Ge
 
 
 def _synthesis_on_device(config: Config, train_set: Dataset, device: torch.device,
-                         requested: Optional[bool]) -> bool:
-    """Whether to synthesise batches on the device (from the dataset's ``raw_pair``)."""
+                         requested: Optional[bool], say: bool = True) -> bool:
+    """Whether to synthesise batches on the device (from the dataset's ``raw_pair``); ``say``: print it."""
     from nsa_tutorial.batched import supports
 
     supported = hasattr(train_set, "raw_pair") and supports(config)
@@ -237,7 +237,8 @@ def _synthesis_on_device(config: Config, train_set: Dataset, device: torch.devic
         raise ValueError("synthesis_on_device needs a SyntheticAnomalyDataset and method 'nsa' with variant "
                          f"None, 'A' or 'B'; got {type(train_set).__name__}, {config.method!r}, {config.variant!r}")
     use = supported and (device.type == "cuda" if requested is None else requested)
-    print(f"Synthesis: {'batched on ' + str(device) if use else 'one sample at a time in the DataLoader'}.")
+    if say:
+        print(f"Synthesis: {'batched on ' + str(device) if use else 'one sample at a time in the DataLoader'}.")
     return use
 
 
