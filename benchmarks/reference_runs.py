@@ -42,9 +42,10 @@ from nsa_tutorial.checkpoint import load_calibration, load_model
 from nsa_tutorial.config import get_config
 from nsa_tutorial.evaluate import compute_metrics, decision_metrics, load_test_set, predict_maps, provenance
 from nsa_tutorial.files import atomic_write, write_json
-from nsa_tutorial.inference import calibrate_checkpoint, calibration_split
+from nsa_tutorial.calibration import calibration_split
 from nsa_tutorial.layout import check_category, load_category
 from nsa_tutorial.metrics import image_scores
+from nsa_tutorial.pipeline import calibrate_checkpoint
 from nsa_tutorial.sources import resolve_data_root
 from nsa_tutorial.train import train
 from nsa_tutorial.training_set import SyntheticAnomalyDataset

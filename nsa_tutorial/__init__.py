@@ -7,7 +7,7 @@ for a whole batch in PyTorch: ``batched.poisson``, ``batched.patches``, ``batche
 recipe and its loop), ``checkpoint`` (the run folder's files), ``runtime`` (device and stop
 signals) and ``distributed`` (Training), ``layout`` (images and the MVTec AD layout),
 ``metrics`` and ``evaluate`` (Evaluation), ``sources`` (download, embedded data, chest X-rays)
-and ``defects`` (made-up texture defects) (Beyond MVTec AD), ``inference``, ``export`` and
+and ``defects`` (made-up texture defects) (Beyond MVTec AD), ``calibration``, ``inference``, ``export`` and
 ``pretrained`` (Using a trained model).
 """
 

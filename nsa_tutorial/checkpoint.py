@@ -205,7 +205,7 @@ def _read_model_file(path: Path) -> dict:
 def write_model(output_dir: Path, model: NSAModel, config: Config, history: dict,
                 calibration: Optional[dict] = None) -> None:
     """``model.pt``: what :func:`load_model` reads, with ``calibration``
-    (:func:`nsa_tutorial.inference.calibrate`) inside when given."""
+    (:func:`nsa_tutorial.calibration.calibrate`) inside when given."""
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     data = {"format": FORMAT, "version": FORMAT_VERSION, "package_version": __version__,
             "config": dataclasses.asdict(config), "state_dict": state_dict, "history": history}

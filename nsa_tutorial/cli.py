@@ -158,7 +158,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _percent(text: str) -> float:
     """``"1%"`` -> 0.01, ``"0.01"`` -> 0.01 (argparse type of --target-fpr)."""
-    from .inference import parse_threshold
+    from .calibration import parse_threshold
 
     value = parse_threshold(f"fpr={text}")
     return value[1]

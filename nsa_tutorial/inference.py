@@ -1,180 +1,32 @@
-"""Using a trained model: a threshold calibrated on normal images, and predictions on new images.
+"""Using a trained model: predictions, heatmaps and masks on new images.
 
 Book chapter: *Using a trained model*.
 
-The threshold comes from **normal images only** (a user of their own data has no labelled
-defects): ``train`` holds back a seeded share of the normal training images (the calibration
-split), scores them after training and stores, in ``model.pt``, their image scores and the
-thresholds at which a target share of normal images (and of normal pixels) would be flagged
-(:func:`calibrate`; :func:`nsa_tutorial.checkpoint.load_calibration` reads them back).
-
-Every prediction goes through :class:`nsa_tutorial.evaluate.ScoringModel`, the one graph that
-evaluation and PyTorch prediction run and that :mod:`nsa_tutorial.export` writes to ONNX (and :func:`load_onnx` runs with onnxruntime): uint8 RGB images at the evaluation size in,
-image scores (mean of the map, as in the paper's Table 1) and anomaly maps out.  Images of any
-size are resized to that square size (as in evaluation) and the maps resized back, so masks
-and overlays have each image's own resolution.
+A :class:`Predictor` runs :class:`nsa_tutorial.evaluate.ScoringModel`, the one graph that
+evaluation and PyTorch prediction run and that :mod:`nsa_tutorial.export` writes to ONNX
+(:func:`load_onnx` runs it with onnxruntime): uint8 RGB images at the evaluation size in, image
+scores (mean of the map, as in the paper's Table 1) and anomaly maps out.  Images of any size
+are resized to that square size (as in evaluation) and the maps resized back, so masks and
+overlays have each image's own resolution.  The decision thresholds come from
+:mod:`nsa_tutorial.calibration`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
+from .calibration import Thresholds, resolve_thresholds
 from .config import Config
-from .layout import Category, ChannelsError, IMAGE_SUFFIXES, as_rgb, read_image, resize_image
-
-DEFAULT_CALIBRATION_FRACTION = 0.2
-DEFAULT_TARGET_FPR = 0.01
-#: FPRs at which the pixel threshold is stored (log-spaced), so ``fpr=...`` works for pixels too.
-PIXEL_FPR_GRID = np.logspace(-6, 0, 601)
-
-
-# --------------------------------------------------------------------------- calibration
-
-def calibration_split(category: Category, fraction: float, seed: int = 0) -> Tuple[Category, List[Path]]:
-    """``(category without the calibration images, calibration image paths)``.
-
-    A seeded share ``fraction`` of the normal training images is held back; ``fraction=0``
-    keeps them all for training (the paper's protocol).  At least 2 images stay for training.
-    """
-    if not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-        raise ValueError(f"calibration fraction must be in [0, 1), got {fraction!r}")
-    n = len(category.train)
-    n_held = int(round(fraction * n))
-    if fraction > 0 and n_held == 0:
-        n_held = 1
-    if n - n_held < 2:
-        raise ValueError(f"{category.name}: a calibration fraction of {fraction} of {n} training images "
-                         "leaves fewer than 2 for training; use a smaller fraction (or 0)")
-    order = np.random.default_rng([seed, 0xCA1]).permutation(n)
-    held = set(order[:n_held].tolist())
-    keep = [p for i, p in enumerate(category.train) if i not in held]
-    return dataclasses.replace(category, train=keep), [category.train[i] for i in sorted(held)]
-
-
-def threshold_at_fpr(normal_scores, fpr: float) -> Tuple[float, float]:
-    """``(threshold, expected FPR)``: flag a new image when its score is **above** the threshold.
-
-    The threshold is the ``k``-th largest of ``n`` normal scores with ``k = floor(fpr (n + 1))``.
-    A new normal image is exchangeable with the ``n``: it lands among the ``k`` top ranks of the
-    ``n + 1`` with probability ``k / (n + 1) <= fpr`` (the expected FPR; exact for continuous
-    scores).  With too few images (``k = 0``) the largest score is used and the expected FPR,
-    ``1 / (n + 1)``, exceeds the target: the second value says so.
-    """
-    scores = np.sort(np.asarray(normal_scores, dtype=np.float64).ravel())[::-1]
-    _check_fpr(fpr)
-    if scores.size == 0 or not np.all(np.isfinite(scores)):
-        raise ValueError("normal_scores must be a non-empty array of finite numbers")
-    k = int(np.floor(fpr * (scores.size + 1) + 1e-9))
-    return float(scores[max(k, 1) - 1]), max(k, 1) / (scores.size + 1)
-
-
-def _check_fpr(fpr: float) -> None:
-    if not isinstance(fpr, (int, float, np.floating)) or not 0 < fpr < 1:
-        raise ValueError(f"a false-positive rate must lie in (0, 100%), got {fpr!r}")
-
-
-def calibrate(scorer: "Predictor", images: Sequence, target_fpr: float = DEFAULT_TARGET_FPR,
-              batch_size: int = 16) -> dict:
-    """Score normal ``images`` (paths or uint8 arrays) and derive the image and pixel thresholds.
-
-    Pixel thresholds count only the pixels the model sees (objects: the centre crop).
-    Returns the dict stored in ``model.pt`` under ``"calibration"``.
-    """
-    _check_fpr(target_fpr)
-    scores, pixels, unreadable = [], [], []
-    window = scorer.window
-    for batch, _ in _batches(_read_all(images), scorer.size, batch_size, unreadable):
-        s, maps = scorer.run(batch)
-        scores.extend(s.tolist())
-        pixels.append(maps[:, window, window].ravel())
-    if unreadable or not scores:
-        raise ValueError(f"calibration image {unreadable[0]['name'] if unreadable else '(none given)'} "
-                         f"could not be read: {unreadable[0]['error'] if unreadable else 'no images'}")
-    pixels = np.sort(np.concatenate(pixels))[::-1]
-    image_threshold, expected = threshold_at_fpr(scores, target_fpr)
-    ks = np.clip(np.floor(PIXEL_FPR_GRID * (pixels.size + 1) + 1e-9).astype(np.int64), 1, pixels.size)
-    return {"n_images": len(scores), "target_fpr": float(target_fpr), "image_threshold": image_threshold,
-            "expected_fpr": expected, "pixel_threshold": threshold_at_fpr(pixels, target_fpr)[0],
-            "image_scores": [float(s) for s in scores], "score": "mean of the anomaly map",
-            "pixel_fpr_grid": PIXEL_FPR_GRID.tolist(), "pixel_thresholds": pixels[ks - 1].tolist()}
-
-
-def calibrate_checkpoint(model_path: Union[str, Path], images: Sequence, target_fpr: float = DEFAULT_TARGET_FPR,
-                         device: Union[str, torch.device, None] = None) -> dict:
-    """Calibrate (again) the model in an existing ``model_path`` on normal ``images`` and store the
-    result in it (:func:`nsa_tutorial.checkpoint.add_calibration`).  A new run calibrates before
-    its one write of ``model.pt`` instead: :func:`nsa_tutorial.train.train` with ``calibration_images``."""
-    from .checkpoint import add_calibration
-
-    calibration = calibrate(load_predictor(model_path, device=device), images, target_fpr)
-    add_calibration(model_path, calibration)
-    return calibration
-
-
-# --------------------------------------------------------------------------- thresholds
-
-@dataclass(frozen=True)
-class Thresholds:
-    """The decision rule: an image is anomalous when its score is above ``image``; a pixel
-    when its map value is above ``pixel``.  ``source`` says where they came from."""
-
-    image: float
-    pixel: float
-    source: str
-
-
-def parse_threshold(text: Union[str, float, None]) -> Union[None, float, Tuple[str, float]]:
-    """``"0.3"`` -> 0.3 (a score threshold), ``"fpr=0.5%"`` or ``"fpr=0.005"`` -> ``("fpr", 0.005)``."""
-    if text is None or isinstance(text, (int, float)):
-        return text
-    match = re.fullmatch(r"\s*fpr\s*=\s*([0-9.eE+-]+)\s*(%?)\s*", str(text))
-    try:
-        if match:
-            value = float(match.group(1)) / (100 if match.group(2) else 1)
-            _check_fpr(value)
-            return ("fpr", value)
-        return float(text)
-    except ValueError as err:
-        raise ValueError(f"threshold {text!r}: expected a score in [0, 1] (e.g. 0.3) or a false-positive "
-                         f"rate in (0, 100%) (e.g. fpr=0.5%); {err}") from None
-
-
-def resolve_thresholds(calibration: Optional[dict], threshold=None, pixel_threshold: Optional[float] = None,
-                       bounded: bool = True) -> Thresholds:
-    """The thresholds to use: the calibrated ones by default, ``threshold`` (a score or
-    ``("fpr", rate)``, see :func:`parse_threshold`) when given; ``pixel_threshold`` overrides
-    the pixel one (default: calibrated, or the image threshold for an uncalibrated model)."""
-    threshold = parse_threshold(threshold)
-    for value in (threshold, pixel_threshold):
-        if isinstance(value, float) and (not np.isfinite(value) or value < 0 or (bounded and value > 1)):
-            raise ValueError(f"threshold {value} is outside [0, 1], the range of this model's scores")
-    if calibration is None and not isinstance(threshold, float):
-        raise ValueError("this model was trained without a calibration split (--calibration 0), so it has "
-                         "no threshold: pass an explicit score threshold, e.g. --threshold 0.3")
-    if threshold is None:
-        image, pixel = calibration["image_threshold"], calibration["pixel_threshold"]
-        source = f"calibrated at FPR {100 * calibration['target_fpr']:g}% on {calibration['n_images']} normal images"
-    elif isinstance(threshold, tuple):
-        image = threshold_at_fpr(calibration["image_scores"], threshold[1])[0]
-        pixel = float(np.interp(np.log(threshold[1]), np.log(calibration["pixel_fpr_grid"]),
-                                calibration["pixel_thresholds"]))
-        source = f"FPR {100 * threshold[1]:g}% of the {calibration['n_images']} calibration images"
-    else:
-        image, source = threshold, "given"
-        pixel = calibration["pixel_threshold"] if calibration is not None else threshold
-    return Thresholds(float(image), float(pixel if pixel_threshold is None else pixel_threshold), source)
-
+from .layout import collect_images, image_batches, read_images
 
 # --------------------------------------------------------------------------- the scoring graph
 
@@ -313,76 +165,6 @@ class Prediction:
     mask: np.ndarray
 
 
-ImageInput = Union[str, Path, np.ndarray]
-
-
-def collect_images(inputs: Union[ImageInput, Iterable[ImageInput]]) -> List[Tuple[str, ImageInput]]:
-    """``(name, path or array)`` of every image: files as given, folders searched recursively
-    (``.png/.jpg/.jpeg``), arrays named ``image_0000``...; names are unique."""
-    if isinstance(inputs, (str, Path, np.ndarray)):
-        inputs = [inputs]
-    items: List[Tuple[str, ImageInput]] = []
-    for i, item in enumerate(inputs):
-        if isinstance(item, np.ndarray):
-            items.append((f"image_{i:04d}", item))
-            continue
-        path = Path(item).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
-                raise ValueError(f"folder {path} holds no images (expected files ending in "
-                                 f"{', '.join(IMAGE_SUFFIXES)})")
-            items += [(p.relative_to(path).with_suffix("").as_posix(), p) for p in found]
-        elif path.is_file():
-            items.append((path.stem, path))
-        else:
-            raise FileNotFoundError(f"{path} is neither an image file nor a folder")
-    if not items:
-        raise ValueError("no images given")
-    seen: dict = {}
-    unique = []
-    for name, item in items:
-        seen[name] = seen.get(name, 0) + 1
-        unique.append((name if seen[name] == 1 else f"{name}-{seen[name]}", item))
-    return unique
-
-
-def _read_all(items) -> Iterator[Tuple[str, Optional[np.ndarray], Optional[str]]]:
-    """``(name, RGB image or None, why it was skipped)``; corrupt files are skipped, images whose
-    channels do not fit the model are an error."""
-    for i, item in enumerate(items):
-        name, item = item if isinstance(item, tuple) else (Path(item).stem if not isinstance(item, np.ndarray)
-                                                          else f"image_{i:04d}", item)
-        if isinstance(item, np.ndarray):
-            yield name, as_rgb(item, name), None
-            continue
-        try:
-            yield name, read_image(item), None
-        except ChannelsError:
-            raise  # a readable image the model cannot take: an error, not a skipped file
-        except (ValueError, FileNotFoundError) as err:
-            yield name, None, str(err)
-
-
-def _batches(read: Iterator, size: int, batch_size: int, skipped: Optional[list] = None):
-    """Batches of ``(uint8 B x size x size x 3, [(name, image), ...])`` from :func:`_read_all`."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    entries: list = []
-    for name, image, error in read:
-        if image is None:
-            if skipped is not None:
-                skipped.append({"name": name, "error": error})
-            continue
-        entries.append((name, image))
-        if len(entries) == batch_size:
-            yield np.stack([resize_image(im, size) for _, im in entries]), entries
-            entries = []
-    if entries:
-        yield np.stack([resize_image(im, size) for _, im in entries]), entries
-
-
 def iter_predictions(predictor: Predictor, items: Sequence, thresholds: Thresholds, batch_size: int = 16,
                      skipped: Optional[list] = None, progress: bool = False) -> Iterator[Prediction]:
     """:class:`Prediction` per readable image of ``items`` (from :func:`collect_images`), in order;
@@ -390,7 +172,7 @@ def iter_predictions(predictor: Predictor, items: Sequence, thresholds: Threshol
     from tqdm.auto import tqdm
 
     with tqdm(total=len(items), desc="predict", unit="img", disable=not progress) as bar:
-        for batch, entries in _batches(_read_all(items), predictor.size, batch_size, skipped):
+        for batch, entries in image_batches(read_images(items), predictor.size, batch_size, skipped):
             scores, maps = predictor.run(batch)
             for (name, image), score, small in zip(entries, scores, maps):
                 h, w = image.shape[:2]
@@ -465,13 +247,20 @@ def _check_output_folder(output: Path) -> None:
                          "(predictions.json); choose a new or empty folder")
 
 
-def _write_one(p: Prediction, folder: Path, vmax: float) -> dict:
-    from .layout import _write_png
+def overlay_prediction(p: Prediction, vmax: float) -> np.ndarray:
+    """The picture ``predict`` writes for ``p``: its map over the image (jet on ``[0, vmax]``) and
+    its mask outlined in white, RGB uint8 at the image's size."""
     from .plotting import overlay_heatmap
 
     overlay = overlay_heatmap(p.image, p.map, vmax=vmax)
     contours, _ = cv2.findContours(p.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    overlay = cv2.drawContours(np.ascontiguousarray(overlay), contours, -1, (255, 255, 255), 1)
+    return cv2.drawContours(np.ascontiguousarray(overlay), contours, -1, (255, 255, 255), 1)
+
+
+def _write_one(p: Prediction, folder: Path, vmax: float) -> dict:
+    from .layout import _write_png
+
+    overlay = overlay_prediction(p, vmax)
     overlay_path, mask_path = Path("overlays") / f"{p.name}.png", Path("masks") / f"{p.name}.png"
     _write_png(folder / overlay_path, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
     _write_png(folder / mask_path, p.mask.astype(np.uint8) * 255)

@@ -11,6 +11,10 @@ Every dataset is a folder in MVTec AD layout, read by one loader::
 
 The embedded datasets (``"elpv"`` solar cells, ``"textures"``) are written into this
 layout in a cache folder on first use (:func:`nsa_tutorial.sources.resolve_data_root`).
+
+Images that a user hands to a trained model (files, folders or arrays) are found by
+:func:`collect_images`, read by :func:`read_images` and batched at the model's input size by
+:func:`image_batches`; calibration and prediction read them this way.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -260,3 +264,75 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), image):
         raise OSError(f"could not write {path}")
+
+
+# --------------------------------------------------------------------------- images given by a user
+
+ImageInput = Union[str, Path, np.ndarray]
+
+
+def collect_images(inputs: Union[ImageInput, Iterable[ImageInput]]) -> List[Tuple[str, ImageInput]]:
+    """``(name, path or array)`` of every image: files as given, folders searched recursively
+    (``.png/.jpg/.jpeg``), arrays named ``image_0000``...; names are unique."""
+    if isinstance(inputs, (str, Path, np.ndarray)):
+        inputs = [inputs]
+    items: List[Tuple[str, ImageInput]] = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, np.ndarray):
+            items.append((f"image_{i:04d}", item))
+            continue
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                raise ValueError(f"folder {path} holds no images (expected files ending in "
+                                 f"{', '.join(IMAGE_SUFFIXES)})")
+            items += [(p.relative_to(path).with_suffix("").as_posix(), p) for p in found]
+        elif path.is_file():
+            items.append((path.stem, path))
+        else:
+            raise FileNotFoundError(f"{path} is neither an image file nor a folder")
+    if not items:
+        raise ValueError("no images given")
+    seen: dict = {}
+    unique = []
+    for name, item in items:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append((name if seen[name] == 1 else f"{name}-{seen[name]}", item))
+    return unique
+
+
+def read_images(items) -> Iterator[Tuple[str, Optional[np.ndarray], Optional[str]]]:
+    """``(name, RGB image or None, why it was skipped)``; corrupt files are skipped, images whose
+    channels do not fit the model are an error."""
+    for i, item in enumerate(items):
+        name, item = item if isinstance(item, tuple) else (Path(item).stem if not isinstance(item, np.ndarray)
+                                                          else f"image_{i:04d}", item)
+        if isinstance(item, np.ndarray):
+            yield name, as_rgb(item, name), None
+            continue
+        try:
+            yield name, read_image(item), None
+        except ChannelsError:
+            raise  # a readable image the model cannot take: an error, not a skipped file
+        except (ValueError, FileNotFoundError) as err:
+            yield name, None, str(err)
+
+
+def image_batches(read: Iterator, size: int, batch_size: int, skipped: Optional[list] = None):
+    """Batches of ``(uint8 B x size x size x 3, [(name, image), ...])`` from :func:`read_images`."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    entries: list = []
+    for name, image, error in read:
+        if image is None:
+            if skipped is not None:
+                skipped.append({"name": name, "error": error})
+            continue
+        entries.append((name, image))
+        if len(entries) == batch_size:
+            yield np.stack([resize_image(im, size) for _, im in entries]), entries
+            entries = []
+    if entries:
+        yield np.stack([resize_image(im, size) for _, im in entries]), entries

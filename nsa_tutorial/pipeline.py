@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 from .config import Config
 
@@ -62,11 +62,11 @@ def train_category(data_root: str, config: Config, output: Path, seed: int = 0, 
 
     The whole category is read first (:func:`nsa_tutorial.layout.check_category`): a corrupt test
     image or a wrong mask stops the run in seconds, not after training.  ``calibration``: the
-    share of normal training images held back (:func:`nsa_tutorial.inference.calibration_split`)
+    share of normal training images held back (:func:`nsa_tutorial.calibration.calibration_split`)
     to calibrate the threshold at ``target_fpr``; 0 trains on all of them (the paper).
     """
     from . import distributed
-    from .inference import calibration_split
+    from .calibration import calibration_split
     from .layout import check_category, load_category
     from .sources import resolve_data_root
     from .train import train
@@ -108,3 +108,17 @@ def evaluate_category(data_root: str, category_name: str, checkpoint: Path, devi
     result["image_fpr_target"] = calibration.get("target_fpr")
     return {"category": category_name, "method": config.method, "label": config.label,
             "mode": config.mode, "checkpoint": str(checkpoint), **result, "config": dataclasses.asdict(config)}
+
+
+def calibrate_checkpoint(model_path: Union[str, Path], images: Sequence, target_fpr: float = 0.01,
+                         device=None) -> dict:
+    """Calibrate (again) the model in an existing ``model_path`` on normal ``images`` and store the
+    result in it (:func:`nsa_tutorial.checkpoint.add_calibration`).  A new run calibrates before
+    its one write of ``model.pt`` instead: :func:`nsa_tutorial.train.train` with ``calibration_images``."""
+    from .calibration import calibrate
+    from .checkpoint import add_calibration
+    from .inference import load_predictor
+
+    calibration = calibrate(load_predictor(model_path, device=device), images, target_fpr)
+    add_calibration(model_path, calibration)
+    return calibration

@@ -101,7 +101,7 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
     finishes the epoch first); ``model.pt`` once, at the end.  ``calibration_images``: normal
     images (paths or uint8 arrays) held back from ``train_set``; before writing ``model.pt``, the
     trained model scores them (on rank 0 under torchrun) and ``model.pt`` holds the thresholds at
-    ``target_fpr`` (:func:`nsa_tutorial.inference.calibrate`).  Book chapter: *Training*.
+    ``target_fpr`` (:func:`nsa_tutorial.calibration.calibrate`).  Book chapter: *Training*.
     """
     stop = _check_train_args(config, train_set, epochs, seed, num_workers, max_steps_per_epoch,
                              checkpoint_every, target_fpr)
@@ -154,7 +154,8 @@ def train(config: Config, train_set: Dataset, output_dir: Union[str, Path], *,
     if distributed.is_main():  # calibration happens before the one write of model.pt
         calibration = None
         if len(calibration_images):
-            from nsa_tutorial.inference import calibrate, torch_predictor
+            from nsa_tutorial.calibration import calibrate
+            from nsa_tutorial.inference import torch_predictor
 
             calibration = calibrate(torch_predictor(parts.model, config, device=device), calibration_images,
                                     target_fpr)

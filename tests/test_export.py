@@ -17,8 +17,9 @@ from nsa_tutorial.sources import resolve_data_root
 from nsa_tutorial.training_set import SyntheticAnomalyDataset
 from nsa_tutorial.export import PARITY_ATOL, export_onnx  # noqa: E402
 from nsa_tutorial.checkpoint import load_calibration  # noqa: E402
-from nsa_tutorial.inference import (calibrate_checkpoint, calibration_split, read_metadata,  # noqa: E402
-                                    load_predictor)
+from nsa_tutorial.calibration import calibration_split  # noqa: E402
+from nsa_tutorial.inference import load_predictor, read_metadata  # noqa: E402
+from nsa_tutorial.pipeline import calibrate_checkpoint  # noqa: E402
 from nsa_tutorial.train import train  # noqa: E402
 
 TINY = ["--mode", "quick", "--image-size", "64", "--epochs", "1", "--batch-size", "16"]

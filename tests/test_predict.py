@@ -16,9 +16,9 @@ from nsa_tutorial.training_set import SyntheticAnomalyDataset
 from nsa_tutorial.evaluate import decision_metrics, predict_maps
 from nsa_tutorial.evaluate import ScoringModel
 from nsa_tutorial.checkpoint import load_calibration
-from nsa_tutorial.inference import (calibrate, calibration_split, load_predictor, parse_threshold, predict,
-                                    resolve_thresholds, threshold_at_fpr)
-from nsa_tutorial.metrics import image_scores
+from nsa_tutorial.calibration import (calibrate, calibration_split, parse_threshold, resolve_thresholds,
+                                      threshold_at_fpr)
+from nsa_tutorial.inference import load_predictor, predict
 from nsa_tutorial.model import NSAModel
 from nsa_tutorial.train import train
 

@@ -265,7 +265,7 @@ def _uint8_images(dataset) -> list:
 def test_calibration_happens_before_the_one_write_of_model_pt(tmp_path, monkeypatch):
     """With ``calibration_images``, train() scores them with the model in memory and writes model.pt
     once, the calibration inside: the one that calibrating the written file gives."""
-    from nsa_tutorial.inference import calibrate_checkpoint
+    from nsa_tutorial.pipeline import calibrate_checkpoint
 
     images = _uint8_images(SquareDataset(n=5))
     written = []
@@ -498,7 +498,6 @@ def test_resume_refuses_a_checkpoint_of_another_package_version(one_epoch, monke
 def test_data_fingerprint_ignores_modification_times(tmp_path):
     """Names and sizes, not mtimes: a copied dataset is the same data and resumes."""
     from nsa_tutorial.layout import Category
-    from nsa_tutorial.training_set import SyntheticAnomalyDataset
 
     src = tmp_path / "data" / "cat" / "train" / "good"
     src.mkdir(parents=True)
