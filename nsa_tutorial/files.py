@@ -39,11 +39,22 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        tmp.chmod(_mode_of(path))  # mkstemp's file is private (0600); the result gets an ordinary file's mode
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_folder(path.parent)
     return path
+
+
+def _mode_of(path: Path) -> int:
+    """The mode ``path`` keeps (it exists) or an ordinary new file gets (0666 less the umask)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -85,3 +85,24 @@ def test_a_done_marker_is_trusted_only_when_it_parses_and_is_complete(tmp_path):
     result, why = read_result(path, ["image_auroc", "au_pro"])
     assert result is None and "au_pro" in why
     assert read_result(path, ["image_auroc"]) == ({"image_auroc": 0.9}, "")
+
+
+def test_atomic_write_gives_the_permissions_of_an_ordinary_write(tmp_path):
+    """A temporary file is private (0600); the result must not be: a new file gets what the umask
+    allows (as open() would give it), a replaced file keeps its own mode."""
+    import os
+    import stat
+
+    old_umask = os.umask(0o022)
+    try:
+        fresh = atomic_write(tmp_path / "new.json", lambda tmp: tmp.write_text("{}"))
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+        kept = tmp_path / "shared.json"
+        kept.write_text("old")
+        kept.chmod(0o664)
+        atomic_write(kept, lambda tmp: tmp.write_text("new"))
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o664 and kept.read_text() == "new"
+        os.umask(0o077)
+        assert stat.S_IMODE(atomic_write(tmp_path / "private.json", lambda t: t.write_text("")).stat().st_mode) == 0o600
+    finally:
+        os.umask(old_umask)
