@@ -32,11 +32,12 @@ test: $(STAMP)
 # publishing workflow, which restores it only when nothing the chapters run has changed); the cache lets `make student`
 # rebuild the pages without executing them again.  NSA_NO_WIDGETS makes chapter 02 draw its
 # widget explorer statically: nbclient can hang on an ipywidgets.interact cell (nbclient#312).
+# NSA_RUN_DIR is relative to book/, where the chapters run, so that no page prints this machine's path.
 book: $(STAMP)
 	$(if $(KEEP_CACHE),,rm -rf _build/.jupyter_cache)
 	rm -rf _build/book-runs
 	mkdir -p _build
-	{ NSA_MODE=quick NSA_NO_WIDGETS=1 NSA_RUN_DIR=$(abspath _build/book-runs) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . \
+	{ NSA_MODE=quick NSA_NO_WIDGETS=1 NSA_RUN_DIR=../_build/book-runs PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter-book build . \
 		--warningiserror --keep-going --all 2>&1; echo $$? > _build/book-status; } | tee _build/book-build.log
 	@test "$$(cat _build/book-status)" = 0 || { echo "=== make book failed; the failed cell and its error:"; \
 		awk '/An error occurred while executing|A cell timed out/{p=1} p{print} p&&/mystnb.exec/{exit}' \

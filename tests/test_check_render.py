@@ -107,3 +107,29 @@ def test_mathjax_itself_rejects_what_the_browser_would():
     problems = check_render.typeset_problems(formulas, _node_modules())
     assert len(problems) == 2
     assert "\\tag not allowed in split" in problems[0] and "undefinedmacro" in problems[1]
+
+
+def _printed(text: str) -> str:
+    """A myst-nb stream output (what a cell printed)."""
+    return ('<div class="cell_output docutils container"><div class="output stream highlight-myst-ansi '
+            f'notranslate"><div class="highlight"><pre><span></span>{text}</pre></div></div></div>')
+
+
+@pytest.mark.parametrize("text, what", [
+    ("run directory /tmp/ci-clone/_build/book-runs/elpv-mono-quick", "'/tmp/'"),
+    (f"model in {Path(__file__).resolve().parents[1]}/_build/runs", "path"),
+    (f"cache {Path.home()}/.cache/nsa-tutorial", "path"),
+    ("Linux-6.18.44-x86_64-with-glibc2.36", "platform string"),
+])
+def test_machine_detail_in_outputs_is_found(text, what):
+    for html in (_printed(text), _output(text),  # printed, a result, and a Markdown table's cell
+                 f'<div class="cell_output docutils container"><table><tr><td>{text}</td></tr></table></div>'):
+        assert any("machine detail" in p and what in p for p in page_problems(html)), html
+
+
+def test_paths_in_prose_and_code_and_relative_paths_pass():
+    assert page_problems(_printed("quick mode: 128 px, run directory ../_build/book-runs/elpv-mono-quick")) == []
+    assert page_problems(_printed("My Drive/nsa-tutorial/runs/elpv-mono-full")) == []
+    # the same text outside a cell output (prose, a code cell's source) is not an output
+    assert page_problems('<div class="cell_input"><pre>train(config, data, "/tmp/a")</pre></div>') == []
+    assert page_problems("<p>Colab keeps files in /tmp/ until the runtime ends.</p>") == []

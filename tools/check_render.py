@@ -8,7 +8,10 @@ It fails (exit code 1, one line per problem) on:
 * TeX that MathJax 3 rejects: ``\\tag`` inside ``split``/``aligned``/``gathered`` (Sphinx wraps a
   multi-line ``$$`` display in ``split``), unbalanced braces, unmatched ``\\begin``/``\\end``;
 * a stray echo in a cell's output: a bare number, a quoted string, a NumPy scalar or a
-  matplotlib object's repr (``glue`` without ``display=False``, a last line that is an expression).
+  matplotlib object's repr (``glue`` without ``display=False``, a last line that is an expression);
+* machine detail in a cell's output (printed text, a result or a Markdown table): a path of
+  the machine that built the book (the checkout, the home folder, the temporary folder, ``/tmp/``)
+  or its platform string (``Linux-6.1...-x86_64-with-glibc2.36``).
 
 With ``--mathjax NODE_MODULES`` (a folder holding the ``mathjax-full`` npm package) and
 ``node`` on the path, it also typesets every formula with MathJax 3 itself
@@ -22,7 +25,9 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
+import tempfile
 import shutil
 import subprocess
 import sys
@@ -38,6 +43,20 @@ STRAY = re.compile(r"""^(
     | <Figure\ size.*>
 )$""", re.VERBOSE | re.DOTALL)
 MATH_ENVS = ("split", "aligned", "gathered")
+PLATFORM = re.compile(r"\b(Linux|Darwin|macOS|Windows)-\d[\w.+-]*|-with-glibc\d|\bx86_64\b|\baarch64\b")
+
+
+def machine_paths() -> list[str]:
+    """Folders of this machine that no page should show: the checkout, home, the temporary folder."""
+    found = {str(Path(__file__).resolve().parent.parent), str(Path.home()), tempfile.gettempdir(), "/tmp"}
+    return sorted((f.rstrip("/") + "/" for f in found if len(f) > 1), key=len, reverse=True)
+
+
+def leaks(text: str, paths: list[str]) -> list[str]:
+    """The machine detail in one output's text (an empty list when there is none)."""
+    found = [f"path {path!r}" for path in paths if path in text]
+    found += [f"platform string {m.group(0)!r}" for m in PLATFORM.finditer(text)]
+    return found
 
 
 class _Collector(HTMLParser):
@@ -49,8 +68,10 @@ class _Collector(HTMLParser):
         self.math: list[str] = []
         self.display: list[bool] = []  # per formula: a display (div) or inline (span)
         self.outputs: list[str] = []
+        self.shown: list[str] = []  # the whole text of every cell output, whatever its kind
         self._stack: list[tuple[str, str | None]] = []  # (tag, what we collect inside it)
         self._text: list[str] = []
+        self._shown: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         if tag in ("br", "img", "meta", "link", "input", "hr", "col"):
@@ -69,6 +90,10 @@ class _Collector(HTMLParser):
             kind = "text_plain"
         elif "eqno" in classes:  # a numbered equation's "(7.1)" and its link, inside the math div
             kind = "skip"
+        if tag == "div" and "cell_output" in classes and not self._in("cell_output"):
+            self._shown = []
+            self._stack.append((tag, "cell_output"))
+            return
         if kind in ("p", "math", "output") and not self._collecting():
             self._text = []
         self._stack.append((tag, kind))
@@ -76,17 +101,24 @@ class _Collector(HTMLParser):
     def _collecting(self) -> bool:
         return any(k in ("p", "math", "output") for _, k in self._stack)
 
+    def _in(self, kind: str) -> bool:
+        return any(k == kind for _, k in self._stack)
+
     def handle_endtag(self, tag):
         while self._stack:
             top, kind = self._stack.pop()
             if kind in ("p", "math", "output") and not self._collecting():
                 text = "".join(self._text)
                 {"p": self.paragraphs, "math": self.math, "output": self.outputs}[kind].append(text)
+            if kind == "cell_output" and not self._in("cell_output"):
+                self.shown.append("".join(self._shown))
             if top == tag:
                 break
 
     def handle_data(self, data):
-        if self._collecting() and not any(k == "skip" for _, k in self._stack):
+        if self._in("cell_output"):
+            self._shown.append(data)
+        if self._collecting() and not self._in("skip"):
             self._text.append(data)
 
 
@@ -149,6 +181,9 @@ def page_problems(html: str, node_modules: Path | None = None) -> list[str]:
         problems += typeset_problems([(d, strip_delimiters(t)) for d, t in zip(page.display, page.math)],
                                      node_modules)
     problems += [f"stray output: {o.strip()[:60]!r}" for o in page.outputs if STRAY.match(o.strip())]
+    paths = machine_paths()
+    for text in page.shown:
+        problems += [f"machine detail in an output: {leak}" for leak in leaks(text, paths)]
     return problems
 
 
