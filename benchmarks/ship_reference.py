@@ -28,7 +28,8 @@ import reference_runs  # noqa: E402  (the runs' definitions)
 from nsa_tutorial import pretrained as shipped  # noqa: E402
 from nsa_tutorial.evaluate import compute_metrics, decision_metrics, load_test_set, predict_maps  # noqa: E402
 from nsa_tutorial.files import atomic_write  # noqa: E402
-from nsa_tutorial.inference import calibrate, calibration_split, torch_predictor  # noqa: E402
+from nsa_tutorial.calibration import calibrate, calibration_split  # noqa: E402
+from nsa_tutorial.inference import torch_predictor  # noqa: E402
 from nsa_tutorial.layout import load_category  # noqa: E402
 from nsa_tutorial.metrics import image_scores  # noqa: E402
 from nsa_tutorial.sources import resolve_data_root  # noqa: E402
@@ -71,25 +72,39 @@ def ship(name: str, seed: int, output: Path, record: dict) -> dict:
     maps = predict_maps(model, images, config)
     metrics = compute_metrics(labels, maps, masks if category.has_masks else None)
     metrics.update(decision_metrics(labels, image_scores(maps), (calibration or {}).get("image_threshold")))
-    run = record[f"{name}/seed{seed}"]
     return {"file": path.name, "sha256": digest, "bytes": path.stat().st_size,
             "dtype": "float16" if half else "float32",
             "float16_check": {"max_map_change": map_change, "image_auroc_change": auroc_change,
                               "map_atol": MAP_ATOL, "auroc_atol": AUROC_ATOL, "test_images": len(images)},
             "data_root": spec["data_root"], "category": spec["category"], "seed": seed,
             "config": dataclasses.asdict(config), "calibration": calibration, "metrics": metrics,
-            "training": {k: run[k] for k in ("command", "provenance", "epochs", "batch_size", "image_size",
-                                              "training_images", "calibration_images", "train_seconds", "curve")}}
+            "training": training_record(record[f"{name}/seed{seed}"])}
+
+
+def training_record(run: dict) -> dict:
+    """What the manifest keeps of a run's record: how it was trained, its learning curve and its
+    per-epoch history (loss, learning rate, speed; chapter 6 plots it when it loads the model)."""
+    return {k: run[k] for k in ("command", "provenance", "epochs", "batch_size", "image_size", "training_images",
+                                "calibration_images", "train_seconds", "curve", "history")}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs="+", choices=sorted(reference_runs.RUNS), required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", type=Path, required=True, help="the --output of reference_runs.py")
+    p.add_argument("--output", type=Path, help="the --output of reference_runs.py")
+    p.add_argument("--training-only", action="store_true",
+                   help="refresh only the manifest's training record (weights, metrics and calibration untouched)")
     args = p.parse_args(argv)
     record = json.loads(reference_runs.RECORD.read_text())
     manifest = json.loads(shipped.MANIFEST.read_text())
+    if args.training_only:
+        for name in args.runs:
+            manifest["models"][name]["training"] = training_record(record[f"{name}/seed{args.seed}"])
+        atomic_write(shipped.MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1) + "\n"))
+        return 0
+    if args.output is None:
+        p.error("--output is required (the --output of reference_runs.py)")
     for name in args.runs:
         manifest["models"][name] = entry = ship(name, args.seed, args.output, record)
         print(f"{name}: {entry['dtype']} ({entry['bytes'] / 1e6:.1f} MB), max map change in float16 "

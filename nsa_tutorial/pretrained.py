@@ -65,6 +65,17 @@ def entry(name: str) -> dict:
     return models[name]
 
 
+def reference_name(data_root: Union[str, Path], category: str, method: str = "nsa") -> str:
+    """The shipped model of ``method`` trained on ``category`` of ``data_root`` (an embedded
+    dataset's name, or a folder named like one), e.g. ``("elpv", "mono")`` -> ``"elpv-mono-nsa"``."""
+    for name, info in sorted(manifest().items()):
+        if (info["data_root"], info["category"], info["config"]["method"]) == (Path(data_root).name, category, method):
+            return name
+    shipped = ", ".join(f"{i['data_root']}/{i['category']} ({i['config']['method']})" for i in manifest().values())
+    raise ValueError(f"no reference model of {Path(data_root).name}/{category} ({method}) is shipped; "
+                     f"there are: {shipped}. Train one instead (MODEL = 'train').")
+
+
 def pretrained_name(source: Union[str, Path, None]) -> Optional[str]:
     """``NAME`` for ``"pretrained:NAME"``, else ``None`` (a path)."""
     text = str(source) if source is not None else ""

@@ -18,7 +18,8 @@ from nsa_tutorial.cli import main
 from nsa_tutorial.config import get_config
 from nsa_tutorial.model import build_model
 from nsa_tutorial.checkpoint import load_calibration, load_model
-from nsa_tutorial.inference import calibrate, torch_predictor
+from nsa_tutorial.calibration import calibrate
+from nsa_tutorial.inference import torch_predictor
 from nsa_tutorial.layout import load_category
 from nsa_tutorial.sources import resolve_data_root
 
@@ -191,3 +192,14 @@ def test_nsa_weights_url_points_the_download_at_a_mirror(release, tmp_path, monk
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_reference_name_finds_the_model_of_a_dataset_and_says_what_is_shipped():
+    models = shipped.manifest()
+    for name, info in models.items():
+        assert shipped.reference_name(info["data_root"], info["category"], info["config"]["method"]) == name
+        assert shipped.reference_name(f"/somewhere/{info['data_root']}", info["category"],
+                                      info["config"]["method"]) == name  # a folder named like the dataset
+    with pytest.raises(ValueError, match=r"no reference model of elpv/poly \(nsa\).*MODEL = 'train'") as error:
+        shipped.reference_name("elpv", "poly")
+    assert "\n" not in str(error.value) and "textures/texture_brick (nsa)" in str(error.value)
