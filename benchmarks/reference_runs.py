@@ -76,8 +76,8 @@ def run_config(name: str):
 def test_metrics(model, config, test, device, threshold=None) -> dict:
     images, masks, labels, has_masks = test
     maps = predict_maps(model, images, config, device)
-    result = compute_metrics(labels, maps, masks if has_masks else None)
-    result.update(decision_metrics(labels, image_scores(maps), threshold))
+    result = compute_metrics(labels, maps, masks if has_masks else None, config.score)
+    result.update(decision_metrics(labels, image_scores(maps, config.score), threshold))
     return result
 
 

@@ -60,8 +60,8 @@ def ship(name: str, seed: int, output: Path, record: dict) -> dict:
         shipped.save_weights(model, Path(tmp) / "w.safetensors", half=True)
         maps16 = predict_maps(_load_weights(config, Path(tmp) / "w.safetensors"), images, config)
     map_change = float(np.abs(maps16 - maps32).max())
-    auroc_change = abs(compute_metrics(labels, maps16, None)["image_auroc"]
-                       - compute_metrics(labels, maps32, None)["image_auroc"])
+    auroc_change = abs(compute_metrics(labels, maps16, None, config.score)["image_auroc"]
+                       - compute_metrics(labels, maps32, None, config.score)["image_auroc"])
     half = map_change < MAP_ATOL and auroc_change < AUROC_ATOL
     WEIGHTS.mkdir(exist_ok=True)
     path = WEIGHTS / f"{name}.safetensors"
@@ -70,8 +70,9 @@ def ship(name: str, seed: int, output: Path, record: dict) -> dict:
     _, held_out = calibration_split(category, spec["calibration"], seed)
     calibration = calibrate(torch_predictor(model, config), held_out, 0.01) if held_out else None
     maps = predict_maps(model, images, config)
-    metrics = compute_metrics(labels, maps, masks if category.has_masks else None)
-    metrics.update(decision_metrics(labels, image_scores(maps), (calibration or {}).get("image_threshold")))
+    metrics = compute_metrics(labels, maps, masks if category.has_masks else None, config.score)
+    metrics.update(decision_metrics(labels, image_scores(maps, config.score),
+                                    (calibration or {}).get("image_threshold")))
     return {"file": path.name, "sha256": digest, "bytes": path.stat().st_size,
             "dtype": "float16" if half else "float32",
             "float16_check": {"max_map_change": map_change, "image_auroc_change": auroc_change,

@@ -95,7 +95,7 @@ def calibrate(scorer, images: Sequence, target_fpr: float = DEFAULT_TARGET_FPR,
     ks = np.clip(np.floor(PIXEL_FPR_GRID * (pixels.size + 1) + 1e-9).astype(np.int64), 1, pixels.size)
     return {"n_images": len(scores), "target_fpr": float(target_fpr), "image_threshold": image_threshold,
             "expected_fpr": expected, "pixel_threshold": threshold_at_fpr(pixels, target_fpr)[0],
-            "image_scores": [float(s) for s in scores], "score": "mean of the anomaly map",
+            "image_scores": [float(s) for s in scores], "score": scorer.config.score,
             "pixel_fpr_grid": PIXEL_FPR_GRID.tolist(), "pixel_thresholds": pixels[ks - 1].tolist()}
 
 
@@ -127,12 +127,26 @@ def parse_threshold(text: Union[str, float, None]) -> Union[None, float, Tuple[s
                          f"rate in (0, 100%) (e.g. fpr=0.5%); {err}") from None
 
 
+def calibrated_score(calibration: dict) -> str:
+    """The image score (``"mean"``, ``"max"``, ``"topP%"``) under which ``calibration`` was made."""
+    score = calibration.get("score", "mean")
+    return "mean" if score == "mean of the anomaly map" else score  # the wording of earlier files
+
+
 def resolve_thresholds(calibration: Optional[dict], threshold=None, pixel_threshold: Optional[float] = None,
-                       bounded: bool = True) -> Thresholds:
+                       bounded: bool = True, score: str = "mean") -> Thresholds:
     """The thresholds to use: the calibrated ones by default, ``threshold`` (a score or
     ``("fpr", rate)``, see :func:`parse_threshold`) when given; ``pixel_threshold`` overrides
-    the pixel one (default: calibrated, or the image threshold for an uncalibrated model)."""
+    the pixel one (default: calibrated, or the image threshold for an uncalibrated model).
+
+    ``score`` is how the images to decide on are scored: a calibrated image threshold is used
+    only under the score it was calibrated with (a mean and a maximum are different scales).
+    """
     threshold = parse_threshold(threshold)
+    if calibration is not None and not isinstance(threshold, float) and calibrated_score(calibration) != score:
+        raise ValueError(f"the image threshold was calibrated with the {calibrated_score(calibration)!r} score, "
+                         f"these images are scored with {score!r}: calibrate again with this score, or pass "
+                         "an explicit score threshold (--threshold 0.3)")
     for value in (threshold, pixel_threshold):
         if isinstance(value, float) and (not np.isfinite(value) or value < 0 or (bounded and value > 1)):
             raise ValueError(f"threshold {value} is outside [0, 1], the range of this model's scores")

@@ -145,6 +145,11 @@ def run_identity(config: Config, train_set: Dataset, seed: int, max_steps: Optio
             "max_steps_per_epoch": max_steps, "data": data_fingerprint(train_set)}
 
 
+#: Config fields that do not change the weights: a run resumes whatever they say (the score of
+#: the image is computed from the map after training; calibration at the end uses the new one).
+SCORING_ONLY = ("score",)
+
+
 def identity_differences(saved: Optional[dict], now: dict) -> list[str]:
     """What differs between a checkpoint's :func:`run_identity` and this call's, in words."""
     if not isinstance(saved, dict):
@@ -152,7 +157,7 @@ def identity_differences(saved: Optional[dict], now: dict) -> list[str]:
                 "nsa_tutorial), so it cannot be shown to be this run"]
     out = []
     config_then, config_now = saved.get("config") or {}, now["config"]
-    changed = sorted(k for k in config_now if config_then.get(k) != config_now[k])
+    changed = sorted(k for k in config_now if k not in SCORING_ONLY and config_then.get(k) != config_now[k])
     if changed:
         out.append("config fields " + ", ".join(f"{k} (checkpoint {config_then.get(k)!r}, now {config_now[k]!r})"
                                                 for k in changed))

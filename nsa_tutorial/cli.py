@@ -39,7 +39,7 @@ RANGES = {"--epochs": (1, None), "--batch-size": (1, None), "--workers": (0, Non
 
 
 def _config(args, category: str):
-    overrides = {key: getattr(args, key) for key in ("epochs", "batch_size", "size_clip")
+    overrides = {key: getattr(args, key) for key in ("epochs", "batch_size", "size_clip", "score")
                  if getattr(args, key) is not None}
     return get_config(category, method=args.method, label=args.label, variant=args.variant,
                       mode=args.mode or default_mode(), image_size=args.image_size, kind=args.kind,
@@ -70,7 +70,9 @@ def cmd_evaluate(args) -> None:
     write_json(args.output, result, **rules)
     for key in ("image_auroc", "pixel_auroc", "au_pro"):
         value = result[key]
-        print(f"{key:>12}: {'n/a (no masks)' if value is None else f'{100 * value:.1f}'}")
+        print(f"{key:>12}: {'n/a (no masks)' if value is None else f'{100 * value:.1f}'}"
+              + (f" (score: {result['score']} of the map)" if key == "image_auroc" else ""))
+    print("image AUROC by score: " + ", ".join(f"{s} {100 * v:.1f}" for s, v in result["image_auroc_by_score"].items()))
     _print_decisions(result)
     print(f"metrics written to {args.output}")
 
@@ -122,6 +124,17 @@ def _image_size(text: str) -> int:
     return value
 
 
+def _score(text: str) -> str:
+    from .metrics import top_fraction
+
+    try:
+        top_fraction(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'mean', 'max' or 'topP%' with 0 < P < 100 (e.g. top1%), "
+                                         f"got {text!r}") from None
+    return text
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", required=True, help="MVTec-layout folder, or 'elpv' / 'textures'")
     p.add_argument("--method", default="nsa", choices=METHODS)
@@ -135,6 +148,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size-clip", default=None, choices=SIZE_CLIPS,
                    help="eq. 9's clip after resizing: 'paper' (its text) or 'reference' (the authors' code, "
                         "which produced the paper's numbers); default: the config's")
+    p.add_argument("--score", type=_score, default=None,
+                   help="an image's score from its anomaly map, used by calibration, predict and export: "
+                        "'mean' (the paper's, the default), 'max' or 'topP%%' (the mean of the top P %% of pixels)")
     p.add_argument("--epochs", type=_int_option("--epochs"), default=None, help="integer >= 1")
     p.add_argument("--batch-size", type=_int_option("--batch-size"), default=None, help="integer >= 1")
     p.add_argument("--image-size", type=_image_size, default=None, help="model input size, a multiple of 32")

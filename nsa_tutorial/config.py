@@ -129,6 +129,8 @@ class Config:
     rotation: float = 0.0
     vflip: bool = False
     normalize: str = "imagenet"  # or "none" (chest X-rays)
+    # --- scoring: an image's score from its anomaly map (nsa_tutorial.metrics.image_scores) ---
+    score: str = "mean"  # the paper's (Table 1); or "max", or "topP%" (the mean of the top P % of pixels)
     # --- training (paper Sec. 4.1) ---
     epochs: int = 320
     batch_size: int = 64
@@ -192,6 +194,9 @@ def _validate(c: Config) -> None:
         _check(c.image_size <= c.crop <= c.resize,
                f"crop must lie between image_size and resize, got {c.crop}")
     _check(c.normalize in ("imagenet", "none"), f"normalize must be 'imagenet' or 'none', got {c.normalize!r}")
+    from .metrics import top_fraction
+
+    top_fraction(c.score)  # 'mean', 'max' or 'topP%', else a ValueError that says so
     for field in ("epochs", "batch_size"):
         value = getattr(c, field)
         _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
@@ -317,4 +322,4 @@ def describe(config: Config) -> str:
         f"logistic y0 {c.y0:g}, k {c.k:.3g}",
         f"  augmentation: resize {c.resize}, centre crop {c.crop or 'none'}, random crop {c.image_size}, "
         f"rotation {c.rotation:g} deg, vertical flip {'yes' if c.vflip else 'no'}",
-        f"  training: {c.epochs} epochs, batch {c.batch_size}, mode {c.mode}"])
+        f"  training: {c.epochs} epochs, batch {c.batch_size}, mode {c.mode}; image score: {c.score} of the map"])

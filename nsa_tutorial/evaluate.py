@@ -22,7 +22,7 @@ import torch
 from .config import Config
 from .layout import Category, load_test_item
 from .training_set import normalize_batch
-from .metrics import au_pro, image_auroc, image_scores, pixel_auroc
+from .metrics import SCORES, au_pro, image_auroc, image_scores, pixel_auroc, top_count, top_fraction
 
 
 def centre_cropped(config: Config) -> bool:
@@ -55,21 +55,29 @@ class ScoringModel(torch.nn.Module):
     The one eval forward: evaluation (:func:`predict_maps`), prediction and calibration
     (:mod:`nsa_tutorial.inference`) and the ONNX export (:mod:`nsa_tutorial.export`) all run it.
     It normalises as training does, shows the model the centre crop (objects; the whole image
-    otherwise), zero-pads the map back to ``S`` and scores an image by the map's mean (the
-    paper's Table 1).  Book chapters: *Evaluation*, *Using a trained model*.
+    otherwise), zero-pads the map back to ``S`` and scores an image by ``config.score`` of the map
+    (the paper's mean, Table 1; :func:`nsa_tutorial.metrics.image_scores` computes the same).
+    Book chapters: *Evaluation*, *Using a trained model*.
     """
 
     def __init__(self, model: torch.nn.Module, config: Config) -> None:
         super().__init__()
         self.model, self.size, self.normalize = model, eval_size(config), config.normalize
         self.window = centre_window(self.size, config.image_size)
+        self.score, fraction = config.score, top_fraction(config.score)
+        self.top = top_count(self.size * self.size, fraction) if fraction else None
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.window
         maps = self.model(normalize_batch(images[:, w, w], self.normalize))[:, 0]
         before, after = w.start, self.size - w.stop
         maps = torch.nn.functional.pad(maps, (before, after, before, after))
-        return maps.mean(dim=(1, 2)), maps
+        flat = maps.flatten(1)
+        if self.score == "mean":
+            return flat.mean(dim=1), maps
+        if self.score == "max":
+            return flat.amax(dim=1), maps
+        return flat.topk(self.top, dim=1).values.mean(dim=1), maps
 
 
 @torch.no_grad()
@@ -102,12 +110,16 @@ def load_test_set(category: Category, config: Config):
     return images, masks, labels
 
 
-def compute_metrics(labels: np.ndarray, maps: np.ndarray, masks: Optional[np.ndarray]) -> dict:
-    """Image AUROC (mean of the map), pixel AUROC and AU-PRO up to FPR 0.3.
+def compute_metrics(labels: np.ndarray, maps: np.ndarray, masks: Optional[np.ndarray], score: str = "mean") -> dict:
+    """Image AUROC (``score`` of the map: the paper's mean by default), pixel AUROC and AU-PRO up
+    to FPR 0.3; ``image_auroc_by_score`` gives the image AUROC under every score of
+    :data:`nsa_tutorial.metrics.SCORES` (and ``score``), so that the choice is visible.
 
     Without masks (``masks is None``) the pixel metrics are ``None``.
     """
-    result = {"image_auroc": image_auroc(labels, maps), "pixel_auroc": None, "au_pro": None,
+    by_score = {s: image_auroc(labels, maps, s) for s in dict.fromkeys((*SCORES, score))}
+    result = {"image_auroc": by_score[score], "score": score, "image_auroc_by_score": by_score,
+              "pixel_auroc": None, "au_pro": None,
               "n_normal": int((labels == 0).sum()), "n_anomalous": int((labels == 1).sum()),
               "resolution": int(maps.shape[1])}
     if masks is not None:
@@ -122,8 +134,8 @@ def evaluate(model: torch.nn.Module, category: Category, config: Config,
     and the decisions at the image-score ``threshold`` (see :func:`decision_metrics`)."""
     images, masks, labels = load_test_set(category, config)
     maps = predict_maps(model, images, config, device)
-    result = compute_metrics(labels, maps, masks if category.has_masks else None)
-    result.update(decision_metrics(labels, image_scores(maps), threshold))
+    result = compute_metrics(labels, maps, masks if category.has_masks else None, config.score)
+    result.update(decision_metrics(labels, image_scores(maps, config.score), threshold))
     if not category.has_masks:
         result["note"] = "no ground_truth masks in the data: image-level metrics only"
     return result

@@ -5,9 +5,9 @@ Book chapter: *Using a trained model*.
 A :class:`Predictor` runs :class:`nsa_tutorial.evaluate.ScoringModel`, the one graph that
 evaluation and PyTorch prediction run and that :mod:`nsa_tutorial.export` writes to ONNX
 (:func:`load_onnx` runs it with onnxruntime): uint8 RGB images at the evaluation size in, image
-scores (mean of the map, as in the paper's Table 1) and anomaly maps out.  Images of any size
-are resized to that square size (as in evaluation) and the maps resized back, so masks and
-overlays have each image's own resolution.  The decision thresholds come from
+scores (the config's score of the map, the paper's mean by default) and anomaly maps out.
+Images of any size are resized to that square size (as in evaluation) and the maps resized
+back, so masks and overlays have each image's own resolution.  The decision thresholds come from
 :mod:`nsa_tutorial.calibration`.
 """
 
@@ -195,7 +195,8 @@ def predict(model: Union[str, Path, Predictor], images, threshold=None, pixel_th
     import warnings
 
     predictor = load_predictor(model, device)
-    thresholds = resolve_thresholds(predictor.calibration, threshold, pixel_threshold, predictor.bounded)
+    thresholds = resolve_thresholds(predictor.calibration, threshold, pixel_threshold, predictor.bounded,
+                                    predictor.config.score)
     skipped: list = []
     results = list(iter_predictions(predictor, collect_images(images), thresholds, batch_size, skipped))
     for entry in skipped:
@@ -222,7 +223,8 @@ def predict_to_folder(model: Union[str, Path, Predictor], inputs, output: Union[
     output = Path(output).expanduser()
     _check_output_folder(output)
     predictor = load_predictor(model, device)
-    thresholds = resolve_thresholds(predictor.calibration, threshold, pixel_threshold, predictor.bounded)
+    thresholds = resolve_thresholds(predictor.calibration, threshold, pixel_threshold, predictor.bounded,
+                                    predictor.config.score)
     items = collect_images(inputs)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))

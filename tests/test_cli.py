@@ -340,6 +340,8 @@ def test_like_borrows_every_setting_of_a_class_and_is_printed_and_stored(trained
     (["--kind", "video"], "invalid choice: 'video'"),
     (["--size-clip", "half"], "invalid choice: 'half'"),
     (["--kind", "texture", "--like", "carpet"], "give kind or like, not both"),
+    (["--score", "median"], "expected 'mean', 'max' or 'topP%' with 0 < P < 100 (e.g. top1%), got 'median'"),
+    (["--score", "top100%"], "got 'top100%'"),
 ])
 def test_bad_kind_like_and_size_clip_are_one_line_errors(trained, tmp_path, capsys, argv, message):
     for command in (["train", "--category", "texture_brick"], ["reproduce", "--categories", "texture_brick"]):
@@ -347,3 +349,25 @@ def test_bad_kind_like_and_size_clip_are_one_line_errors(trained, tmp_path, caps
                      "--output", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_score_is_set_at_training_and_used_by_calibration_evaluate_and_predict(trained, tmp_path, capsys):
+    """--score top1%: stored in model.pt's config, the calibration is made under it, evaluate reports
+    the image AUROC under it and under every other score, and predict decides with it."""
+    out = tmp_path / "top"
+    assert main(["train", "--data-root", "textures", "--category", "texture_brick", *TINY, "--score", "top1%",
+                 "--calibration", "0.2", "--output", str(out)]) == 0
+    saved = torch.load(out / "model.pt", weights_only=False)
+    assert saved["config"]["score"] == "top1%" and saved["calibration"]["score"] == "top1%"
+    assert main(["evaluate", "--data-root", "textures", "--category", "texture_brick",
+                 "--checkpoint", str(out / "model.pt"), "--output", str(tmp_path / "m.json")]) == 0
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["score"] == "top1%" and set(result["image_auroc_by_score"]) == {"mean", "max", "top1%"}
+    assert result["image_auroc"] == result["image_auroc_by_score"]["top1%"]
+    assert "image AUROC by score: mean" in capsys.readouterr().out
+    from nsa_tutorial.sources import resolve_data_root
+
+    folder = resolve_data_root("textures") / "texture_brick" / "test" / "good"
+    assert main(["predict", "--checkpoint", str(out / "model.pt"), str(folder), "--output", str(tmp_path / "p")]) == 0
+    predictions = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert predictions["image_threshold"] == saved["calibration"]["image_threshold"]

@@ -1,6 +1,7 @@
 """Evaluation glue: resolution, centre-crop maps, metrics without masks, seed summaries."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +179,27 @@ def test_provenance_marks_a_commit_with_changed_tracked_files(monkeypatch, statu
 
     monkeypatch.setattr(subprocess, "run", fake_run)
     assert provenance()["commit"] == expected
+
+
+def _score_choice():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "score_choice.py"
+    spec = importlib.util.spec_from_file_location("score_choice", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_own_data_score_rule_keeps_the_mean_unless_another_wins_by_more_than_its_error():
+    choose = _score_choice().choose
+    flat = {"mean": [0.80, 0.82, 0.78], "max": [0.70, 0.72, 0.68], "top1%": [0.81, 0.81, 0.79]}
+    assert choose({"a": flat, "b": flat})["default"] == "mean"  # top1% is ahead by 0.3 points, within noise
+    steady = {"mean": [0.70, 0.72, 0.68], "max": [0.60, 0.60, 0.60], "top1%": [0.80, 0.83, 0.77]}
+    result = choose({"a": steady, "b": flat})
+    assert result["best"] == "top1%" and result["default"] == "top1%"
+    per_seed = (np.array([0.10, 0.11, 0.09]) + np.array([0.01, -0.01, 0.01])) / 2  # paired over seeds, mean of datasets
+    assert result["gain_over_mean"] == pytest.approx(per_seed.mean(), abs=1e-9)
+    assert result["gain_se"] == pytest.approx(per_seed.std(ddof=1) / np.sqrt(3), abs=1e-9)
+    noisy = {"mean": [0.70, 0.90, 0.70], "max": [0.5] * 3, "top1%": [0.95, 0.60, 0.80]}
+    assert choose({"a": noisy})["best"] == "top1%" and choose({"a": noisy})["default"] == "mean"

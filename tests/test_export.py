@@ -33,12 +33,14 @@ def cache(module_tmp):
     mp.undo()
 
 
-@pytest.fixture(scope="module", params=["texture", "object"])
+@pytest.fixture(scope="module", params=[("texture", "mean"), ("object", "mean"), ("texture", "top1%")])
 def exported(request, cache, module_tmp):
     """A few training steps on 64 px bricks, as a texture (whole image) and as an object
-    (the centre crop, zero padding), calibrated and exported."""
-    out = module_tmp(request.param)
-    config = get_config("texture_brick", kind=request.param, image_size=64, epochs=1, batch_size=8)
+    (the centre crop, zero padding), and scored by the top 1 % of the map (torch's topk in the
+    ONNX graph), calibrated and exported."""
+    kind, score = request.param
+    out = module_tmp(f"{kind}-{score.strip('%')}")
+    config = get_config("texture_brick", kind=kind, image_size=64, epochs=1, batch_size=8, score=score)
     category, held = calibration_split(load_category(cache, config.name), 0.2)
     train(config, SyntheticAnomalyDataset(category, config), out, max_steps_per_epoch=1, progress=False)
     calibrate_checkpoint(out / "model.pt", held, 0.01)
@@ -70,6 +72,7 @@ def test_the_onnx_file_carries_config_thresholds_and_input_size(exported):
     predictor = load_predictor(checkpoint)
     assert meta["config"] == predictor.config and meta["input_size"] == predictor.size
     assert meta["calibration"] == load_calibration(checkpoint)
+    assert meta["config"].score == meta["calibration"]["score"]  # the file decides as it was calibrated
     names = [p.key for p in onnx.load(str(path)).metadata_props]
     assert {"nsa_tutorial.config", "nsa_tutorial.calibration", "nsa_tutorial.input_size"} <= set(names)
 

@@ -164,6 +164,32 @@ def test_image_auroc_uses_the_mean_not_the_max():
     np.testing.assert_allclose(image_scores(maps), maps.reshape(6, -1).mean(axis=1))
 
 
+@pytest.mark.parametrize("score, percent", [("top1%", 1), ("top0.5%", 0.5), ("top12.5%", 12.5), ("top50%", 50)])
+def test_top_percent_score_is_the_mean_of_the_highest_pixels(score, percent):
+    """Brute force: sort each map, average its ceil(P % of the pixels) largest values."""
+    rng = np.random.default_rng(5)
+    maps = rng.random((7, 20, 30)).astype(np.float32)
+    k = max(1, int(np.ceil(percent / 100 * 600 - 1e-9)))
+    expected = np.sort(maps.reshape(7, -1), axis=1)[:, ::-1][:, :k].mean(axis=1)
+    np.testing.assert_allclose(image_scores(maps, score), expected, rtol=1e-6)
+    assert np.all(image_scores(maps, "mean") <= image_scores(maps, score) + 1e-7)
+    assert np.all(image_scores(maps, score) <= image_scores(maps, "max") + 1e-7)
+
+
+def test_a_small_defect_drowns_in_the_mean_but_not_in_the_top_percent():
+    """Normal maps: noise everywhere; defective maps: the same noise plus one hot 4 x 4 spot
+    (0.4 % of the image) and slightly cooler elsewhere; the mean cannot tell them apart."""
+    rng = np.random.default_rng(6)
+    maps = rng.random((40, 64, 64)) * 0.2
+    labels = np.repeat([0, 1], 20)
+    for i in range(20, 40):
+        y, x = rng.integers(0, 60, 2)
+        maps[i] *= 0.97
+        maps[i, y:y + 4, x:x + 4] = 0.9
+    assert image_auroc(labels, maps, "mean") < 0.5
+    assert image_auroc(labels, maps, "top1%") == 1.0 and image_auroc(labels, maps, "max") == 1.0
+
+
 def test_image_auroc_equals_sklearn_on_means():
     rng = np.random.default_rng(0)
     maps = rng.random((30, 4, 4))
@@ -199,8 +225,9 @@ def test_bad_limit_and_image_inputs_raise():
         image_auroc([0, 2, 1], maps)
     with pytest.raises(ValueError, match="one entry per map"):
         image_auroc([0, 1], maps)
-    with pytest.raises(ValueError, match="reduce"):
-        image_scores(maps, "median")
+    for bad in ("median", "top0%", "top100%", "top%", "top1", "topx%", None):
+        with pytest.raises(ValueError, match="score must be 'mean', 'max' or 'topP%'"):
+            image_scores(maps, bad)
     with pytest.raises(ValueError, match="must not be empty"):
         image_scores(np.zeros((0, 4, 4)))
 

@@ -18,7 +18,8 @@ from nsa_tutorial.evaluate import ScoringModel
 from nsa_tutorial.checkpoint import load_calibration
 from nsa_tutorial.calibration import (calibrate, calibration_split, parse_threshold, resolve_thresholds,
                                       threshold_at_fpr)
-from nsa_tutorial.inference import load_predictor, predict
+from nsa_tutorial.inference import load_predictor, predict, torch_predictor
+from nsa_tutorial.metrics import image_scores
 from nsa_tutorial.model import NSAModel
 from nsa_tutorial.train import train
 
@@ -108,14 +109,16 @@ def test_decisions_at_a_threshold_and_the_oracle_f1():
 
 # --------------------------------------------------------------------------- the scoring graph
 
-@pytest.mark.parametrize("name", ["bottle", "carpet"])  # an object (centre crop) and a texture
-def test_scoring_model_is_the_protocol_written_out_by_hand(name, real_image):
+@pytest.mark.parametrize("name, score", [("bottle", "mean"), ("carpet", "mean"),  # an object and a texture
+                                         ("bottle", "max"), ("carpet", "top1%"), ("bottle", "top12.5%")])
+def test_scoring_model_is_the_protocol_written_out_by_hand(name, score, real_image):
     """The one eval forward against the protocol step by step: each image's centre crop (objects),
-    normalised as in training (to_tensor), through the model, zero-padded back; score = mean."""
+    normalised as in training (to_tensor), through the model, zero-padded back; the score is the
+    config's (the mean, the maximum, the mean of the top P % of pixels), as metrics.image_scores."""
     from nsa_tutorial.evaluate import eval_size
     from nsa_tutorial.training_set import to_tensor
 
-    config = get_config(name, image_size=64)
+    config = get_config(name, image_size=64, score=score)
     torch.manual_seed(0)
     model = NSAModel().eval()
     size, crop = eval_size(config), config.image_size
@@ -129,7 +132,12 @@ def test_scoring_model_is_the_protocol_written_out_by_hand(name, real_image):
             x = to_tensor(image[top:top + crop, top:top + crop], config.normalize)[None]
             reference[i, top:top + crop, top:top + crop] = model(x)[0, 0].numpy()
     np.testing.assert_allclose(maps.detach().numpy(), reference, atol=1e-6)
-    np.testing.assert_allclose(scores.detach().numpy(), reference.mean(axis=(1, 2)), atol=1e-6)
+    by_hand = {"mean": reference.mean(axis=(1, 2)), "max": reference.max(axis=(1, 2))}.get(score)
+    if by_hand is None:  # the top P %: sort each padded map, average its ceil(P % of size^2) largest values
+        k = int(np.ceil(float(score[3:-1]) / 100 * size * size))
+        by_hand = np.sort(reference.reshape(len(images), -1), axis=1)[:, -k:].mean(axis=1)
+    np.testing.assert_allclose(scores.detach().numpy(), by_hand, atol=1e-6)
+    np.testing.assert_allclose(scores.detach().numpy(), image_scores(reference, score), atol=1e-6)
     np.testing.assert_allclose(predict_maps(model, images, config), reference, atol=1e-6)
 
 
@@ -269,3 +277,26 @@ def test_an_onnx_file_without_onnxruntime_says_how_to_install_it(tmp_path, monke
     (tmp_path / "model.onnx").write_bytes(b"not used")
     with pytest.raises(RuntimeError, match=r'onnxruntime is not installed: pip install "nsa-tutorial\[export\]"'):
         load_predictor(tmp_path / "model.onnx")
+
+
+def test_a_threshold_calibrated_under_one_score_is_never_applied_to_another(real_image):
+    """A calibration knows its score; deciding on images scored another way is refused (the
+    mean and the maximum of a map are different scales), and an explicit threshold still works."""
+    config = get_config("carpet", image_size=64)
+    torch.manual_seed(0)
+    model = NSAModel().eval()
+    images = [real_image(n, 64) for n in ("coffee", "astronaut", "chelsea")]
+    calibration = calibrate(torch_predictor(model, config), images, 0.3)
+    assert calibration["score"] == "mean"
+    as_max = torch_predictor(model, config.replace(score="max"), calibration)
+    with pytest.raises(ValueError, match="calibrated with the 'mean' score, these images are scored with 'max'"):
+        predict(as_max, images)
+    with pytest.raises(ValueError, match="calibrated with the 'mean' score"):
+        predict(as_max, images, threshold="fpr=5%")
+    flagged = predict(as_max, images, threshold=0.5)  # an explicit score threshold: the user's choice
+    assert [r.anomalous for r in flagged] == [r.score > 0.5 for r in flagged]
+    maximum = calibrate(as_max, images, 0.3)
+    assert maximum["score"] == "max" and maximum["image_threshold"] > calibration["image_threshold"]
+    predict(torch_predictor(model, config.replace(score="max"), maximum), images)  # the same score: fine
+    legacy = {**calibration, "score": "mean of the anomaly map"}  # model.pt files of earlier versions
+    assert len(predict(torch_predictor(model, config, legacy), images)) == 3

@@ -589,3 +589,19 @@ def test_time_left_is_the_epochs_left_times_the_recent_median_epoch():
     full = {**history, **{k: [0.5] * 6 for k in ("loss", "lr", "samples_per_s", "peak_memory_mb",
                                                    "data_wait_fraction", "normal_fraction")}}
     assert "epoch 6/10" in _summary(full, 10) and "about 1 min left" in _summary(full, 10)
+
+
+def test_the_image_score_is_not_part_of_a_runs_identity():
+    """The score is computed from the map after training: a checkpoint written before the field
+    existed, or under another score, is the same run; any training field is not."""
+    import dataclasses
+
+    from nsa_tutorial.checkpoint import identity_differences
+
+    now = {"config": dataclasses.asdict(CONFIG.replace(score="top1%")), "seed": 0, "package_version": "x",
+           "max_steps_per_epoch": None, "data": {"samples": 3, "files": None}}
+    older = {**now, "config": {k: v for k, v in now["config"].items() if k != "score"}}
+    assert identity_differences(older, now) == []
+    assert identity_differences({**now, "config": {**now["config"], "score": "mean"}}, now) == []
+    other = identity_differences({**now, "config": {**now["config"], "lr": 0.5}}, now)
+    assert len(other) == 1 and "lr (checkpoint 0.5" in other[0]
