@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nsa_tutorial.cli import main
+from nsa_tutorial.config import OWN_DATA_SCORE
 
 TINY = ["--mode", "quick", "--image-size", "64", "--epochs", "1", "--batch-size", "8"]
 
@@ -318,9 +319,10 @@ def test_like_borrows_every_setting_of_a_class_and_is_printed_and_stored(trained
     assert "size_clip reference" in printed and "evaluation: the whole image" in printed
     saved = torch.load(out / "model.pt", weights_only=False)["config"]
     carpet = dataclasses.asdict(get_config("carpet", mode="quick", size_clip="reference"))
-    assert {k: v for k, v in saved.items() if k not in SIZE_FIELDS} == \
-        {k: v for k, v in carpet.items() if k not in SIZE_FIELDS}
+    assert {k: v for k, v in saved.items() if k not in SIZE_FIELDS + ("score",)} == \
+        {k: v for k, v in carpet.items() if k not in SIZE_FIELDS + ("score",)}
     assert saved["name"] == "texture_grass" and saved["image_size"] == 64
+    assert saved["score"] == OWN_DATA_SCORE != carpet["score"] == "mean"  # own data is scored as own data
 
     out = tmp_path / "object"  # --kind object: source gradients, no flips; trained and scored whole
     assert main(["train", "--data-root", "textures", "--category", "texture_grass", "--kind", "object",

@@ -162,13 +162,13 @@ def test_embedded_objects_are_the_elpv_categories():
 
 
 @pytest.mark.parametrize("like", ["bottle", "screw", "carpet"])
-def test_like_borrows_every_setting_but_the_name_and_the_centre_crop(like):
+def test_like_borrows_every_setting_but_the_name_the_centre_crop_and_the_score(like):
     for mode in ("full", "quick"):
         own = get_config("my_data", like=like, mode=mode, size_clip="reference")
         theirs = get_config(like, mode=mode, size_clip="reference")
         if theirs.crop is not None:  # own data is trained and scored whole: resized to the crop size
             theirs = theirs.replace(resize=theirs.crop, crop=None)
-        assert own == theirs.replace(name="my_data")
+        assert own == theirs.replace(name="my_data", score=C.OWN_DATA_SCORE)
     with pytest.raises(ValueError, match="like must be an MVTec AD class"):
         get_config("my_data", like="rcxr_male")
     with pytest.raises(ValueError, match="give kind or like, not both"):
@@ -247,3 +247,23 @@ def test_bad_class_names(name):
 def test_config_names_the_field_that_is_out_of_range(field):
     with pytest.raises(ValueError, match=f"^{field} must be an integer >= 1, got 0$"):
         get_config("bottle", **{field: 0})
+
+
+def test_the_papers_classes_keep_the_mean_and_own_data_gets_the_measured_score():
+    """The paper's classes (MVTec AD, rCXR) are scored as in Table 1; own data, the embedded data
+    and a class borrowed with like= get OWN_DATA_SCORE, the choice recorded by score_choice.py."""
+    import json
+    from pathlib import Path
+
+    from nsa_tutorial.config import OWN_DATA_SCORE
+
+    recorded = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "score-choice-cpu.json").read_text())
+    assert OWN_DATA_SCORE == recorded["choice"]["default"]
+    for name in ("bottle", "carpet", "rcxr_male"):
+        assert get_config(name).score == "mean"
+    for name, extra in (("tiles", {}), ("mono", {}), ("texture_brick", {}), ("parts", {"like": "screw"})):
+        assert get_config(name, **extra).score == OWN_DATA_SCORE
+    assert get_config("parts", like="screw", score="max").score == "max"
+    assert get_config("bottle", score="top5%").score == "top5%"
+    with pytest.raises(ValueError, match="score must be 'mean', 'max' or 'topP%'"):
+        get_config("bottle", score="median")

@@ -165,7 +165,8 @@ def test_calibration_is_stored_in_the_model_file(model_path):
     assert 0 <= c["pixel_threshold"] <= 1
     thresholds = np.array(c["pixel_thresholds"])
     assert np.all(np.diff(thresholds) <= 0)  # a higher FPR never needs a higher threshold
-    assert resolve_thresholds(c, "fpr=1%").pixel == pytest.approx(c["pixel_threshold"], abs=1e-3)
+    assert c["score"] == load_predictor(model_path).config.score == "top1%"  # own data: OWN_DATA_SCORE
+    assert resolve_thresholds(c, "fpr=1%", score="top1%").pixel == pytest.approx(c["pixel_threshold"], abs=1e-3)
 
 
 def test_an_unreadable_calibration_image_is_an_error(model_path, tmp_path):
