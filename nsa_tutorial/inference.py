@@ -53,7 +53,15 @@ class Predictor:
         return centre_window(self.size, self.config.image_size)
 
     def score(self, images: np.ndarray, batch_size: int = 16) -> Tuple[np.ndarray, np.ndarray]:
-        """``run`` over uint8 ``N x S x S x 3`` images in batches: (scores ``N``, maps ``N x S x S``)."""
+        """``run`` over uint8 ``N x S x S x 3`` images in batches: (scores ``N``, maps ``N x S x S``).
+
+        ``S`` is :attr:`size`, this model's evaluation size: images of another size are refused
+        (a network runs on any size a multiple of 32, and its scores would silently differ);
+        :func:`predict` resizes images of any size itself."""
+        shape = getattr(images, "shape", ())
+        if len(shape) != 4 or tuple(shape[1:]) != (self.size, self.size, 3):
+            raise ValueError(f"images must be N x {self.size} x {self.size} x 3 (this model's evaluation size, "
+                             f"e.g. evaluate.load_test_set(category, predictor.config)), got shape {tuple(shape)}")
         parts = [self.run(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 

@@ -301,3 +301,14 @@ def test_a_threshold_calibrated_under_one_score_is_never_applied_to_another(real
     predict(torch_predictor(model, config.replace(score="max"), maximum), images)  # the same score: fine
     legacy = {**calibration, "score": "mean of the anomaly map"}  # model.pt files of earlier versions
     assert len(predict(torch_predictor(model, config, legacy), images)) == 3
+
+
+def test_scoring_images_of_another_size_is_refused(real_image):
+    """A model of 64 px handed 96 px images ran and returned other scores without a word."""
+    config = get_config("carpet", image_size=64)
+    torch.manual_seed(0)
+    predictor = torch_predictor(NSAModel().eval(), config)
+    good = np.stack([real_image("coffee", predictor.size)])
+    assert predictor.score(good)[1].shape == (1, predictor.size, predictor.size)
+    with pytest.raises(ValueError, match=f"images must be N x {predictor.size} x {predictor.size} x 3"):
+        predictor.score(np.stack([real_image("coffee", 96)]))
