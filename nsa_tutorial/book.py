@@ -4,6 +4,8 @@
   chapters need nothing beyond this package (Colab has no myst-nb).
 - :func:`on_colab` and :func:`drive_run_root` keep the checkpoints of chapters *Training* and
   *Evaluation* on Google Drive, which outlives a Colab runtime.
+- :func:`train_or_load` is the chapters' ``MODEL`` switch: train a model, or load the shipped
+  reference model.
 - :func:`ms_per_sample` times synthesis (chapters *Synthetic anomalies* and *Training*).
 - :func:`t4_training_time` says how long a full-mode run takes on a Colab T4 (chapter
   *Training*): from a recorded GPU result when there is one, else an estimate whose
@@ -62,6 +64,23 @@ def _short(value: Any) -> str:
 def on_colab() -> bool:
     """True inside a Google Colab runtime (``google.colab`` is imported there at start-up)."""
     return "google.colab" in sys.modules
+
+
+def train_or_load(choice: str = "auto") -> str:
+    """``"train"`` or ``"load"``: the ``MODEL`` parameter of chapters *Training* and *Evaluation*.
+
+    ``"load"`` uses the shipped reference model (:func:`nsa_tutorial.pretrained.pretrained`)
+    instead of training one.  ``"auto"`` loads on a Colab runtime without a GPU, where only a
+    quick model could be trained in the chapter's time, and trains everywhere else (a GPU
+    runtime, a laptop in class, the book's build).
+    """
+    if choice not in ("auto", "train", "load"):
+        raise ValueError(f"MODEL must be 'auto', 'train' or 'load', got {choice!r}")
+    if choice != "auto":
+        return choice
+    import torch
+
+    return "load" if on_colab() and not torch.cuda.is_available() else "train"
 
 
 def drive_run_root(folder: str = DRIVE_RUN_FOLDER, mount_point: Optional[str] = None) -> Path:

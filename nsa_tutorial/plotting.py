@@ -28,12 +28,13 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
 
 def show_grid(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = None, ncols: Optional[int] = None,
               size: float = 2.4, cmap: str = "gray", vmax: Optional[float] = None, suptitle: Optional[str] = None,
-              colorbar: Optional[str] = None):
+              colorbar: Optional[str] = None, title_size: float = 9):
     """Show images in a grid (no axes). Returns the figure.
 
     Grey uint8 images are shown on 0-255; other 2-D arrays (labels, maps) with
     ``cmap`` on ``[0, vmax]`` (default: their own maximum).  ``colorbar`` (its label)
-    adds one colour bar for those arrays; it needs a common ``vmax``.
+    adds one colour bar for those arrays; it needs a common ``vmax``.  ``title_size``: the titles'
+    font size in points (a wide grid is shrunk to the page's width, its titles with it).
     """
     if colorbar is not None and vmax is None:
         raise ValueError("a colour bar needs a common scale: pass vmax together with colorbar")
@@ -53,7 +54,7 @@ def show_grid(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = No
         ax.imshow(image, cmap=cmap if grey else None, vmin=0 if grey else None,
                   vmax=top if grey else None, interpolation="nearest")
         if titles is not None:
-            ax.set_title(titles[i], fontsize=9)
+            ax.set_title(titles[i], fontsize=title_size)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()

@@ -77,6 +77,20 @@ def test_run_root_on_colab_mounts_drive_and_creates_the_folder(monkeypatch, tmp_
     assert book.run_root() == tmp_path / "mine" and len(mounted) == 1
 
 
+@pytest.mark.parametrize("colab, cuda, expected", [(True, False, "load"), (True, True, "train"),
+                                                    (False, False, "train"), (False, True, "train")])
+def test_train_or_load_loads_by_default_only_on_a_colab_cpu_runtime(monkeypatch, tmp_path, colab, cuda, expected):
+    if colab:
+        fake_colab(monkeypatch, tmp_path)
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert book.train_or_load("auto") == expected
+    assert book.train_or_load("train") == "train" and book.train_or_load("load") == "load"
+    with pytest.raises(ValueError, match="'auto', 'train' or 'load'"):
+        book.train_or_load("pretrained")
+
+
 def test_t4_estimate_follows_its_assumptions(tmp_path):
     est = book.t4_training_time(10.0, n_train=100, epochs=50, results_dir=tmp_path)
     a = est["assumptions"]

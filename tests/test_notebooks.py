@@ -107,18 +107,43 @@ def test_student_check_fails_on_a_leak_and_passes_without(tmp_path):
     assert any("not found in the main build" in p for p in student.check(clean, nbs, clean))
 
 
+def _install_cell(nb) -> list:
+    return [c.source for c in nb.cells if c.cell_type == "code" and '"google.colab" in sys.modules' in c.source
+            and "pip" in c.source]
+
+
 def test_colab_check_rewrites_only_the_install_url(tmp_path):
     nb = nbformat.read(TOOLS.parent / "book" / "06_training.ipynb", as_version=4)
+    before = _install_cell(nb)
     tag = f"v{colab_check.version()}"
     colab_check.point_install_at(nb, tmp_path, tag)
-    install = [c.source for c in nb.cells if "%pip install" in c.source]
-    assert install == [f'import sys\n\nif "google.colab" in sys.modules:  # Colab only: the package at this book\'s '
-                       f'version; torch untouched\n    %pip install -q "nsa-tutorial @ {tmp_path.as_uri()}"']
+    after = _install_cell(nb)
+    assert len(before) == len(after) == 1
+    assert after[0] == colab_check.INSTALL.sub(tmp_path.as_uri(), before[0]) != before[0]
+    assert f'"nsa-tutorial @ {tmp_path.as_uri()}"' in after[0]
     with pytest.raises(ValueError, match="one install cell"):
         colab_check.point_install_at(nb, tmp_path, tag)  # the URL is gone now
     fresh = nbformat.read(TOOLS.parent / "book" / "06_training.ipynb", as_version=4)
     with pytest.raises(ValueError, match="pins"):
         colab_check.point_install_at(fresh, tmp_path, "v9.9.9")
+
+
+def test_an_install_cell_that_cannot_install_says_so_in_one_line(tmp_path, monkeypatch):
+    """On 'Colab', with a release that cannot be fetched, the cell stops with one line naming the
+    package and pip's own error, instead of pip's log."""
+    import types
+
+    nb = nbformat.read(TOOLS.parent / "book" / "06_training.ipynb", as_version=4)
+    missing = tmp_path / "no-such-release"
+    colab_check.point_install_at(nb, missing, f"v{colab_check.version()}")
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    with pytest.raises(SystemExit) as stop:
+        exec(_install_cell(nb)[0], {})
+    message = str(stop.value)
+    assert "\n" not in message and message.startswith("Could not install nsa-tutorial @ file:")
+    assert "ERROR" in message and len(message) < 400, message
+    monkeypatch.delitem(sys.modules, "google.colab")
+    exec(_install_cell(nb)[0], {})  # elsewhere the cell does nothing
 
 
 def test_every_install_cell_pins_this_version_of_the_configured_repository():

@@ -10,9 +10,11 @@ at start-up, as Colab's runtime does; its ``drive.mount`` makes a local folder l
 Google Drive, so chapters 6 and 7 share their run folder there. The install cell's
 ``git+https://github.com/...@vX.Y.Z`` URL is the one thing rewritten: to a copy of this
 checkout, because CI has no GitHub. Quick mode (NSA_MODE=quick). Exit 1 naming every
-notebook that failed; torch must come out of the install cells untouched. Chapter 6 then runs
-a second time in a new kernel with the same Drive, as after a disconnected runtime: its
-checkpoints must be resumed, never deleted or trained again.
+notebook that failed; torch must come out of the install cells untouched. The chapters train
+(NSA_MODEL=train, as on a GPU runtime). Chapter 6 then runs a second time in a new kernel with
+the same Drive, as after a disconnected runtime: its checkpoints must be resumed, never deleted
+or trained again. Last, chapters 6 and 7 run with ``MODEL`` left at "auto", as on a Colab CPU
+runtime: they load the shipped reference model (downloaded and verified) and train nothing new.
 """
 
 from __future__ import annotations
@@ -74,18 +76,25 @@ def probe(python: str, env: dict) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def kernel_env(python: str) -> dict:
-    """The kernel's environment: nothing of the calling venv (no PYTHONPATH to this checkout)."""
+def kernel_env(python: str, model: Optional[str] = "train") -> dict:
+    """The kernel's environment: nothing of the calling venv (no PYTHONPATH to this checkout);
+    ``model`` is the chapters' MODEL switch (None: their default, "auto")."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env.update(PATH=f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin", NSA_MODE="quick", NSA_NO_WIDGETS="1",
                PYTHONPATH=str(ROOT / "tools" / "colab_stub"), NSA_DRIVE_MOUNT=str(WORK / "drive"),
                NSA_DATA_DIR=str(WORK / "data"), MPLBACKEND="module://matplotlib_inline.backend_inline")
     env.pop("NSA_RUN_DIR", None)
+    env.pop("NSA_MODEL", None)
+    if model is not None:
+        env["NSA_MODEL"] = model
     return env
 
 
-def write_kernelspec(python: str, env: dict, folder: Path) -> None:
-    spec = folder / "kernels" / "nsa-colab"
+KERNEL, AUTO_KERNEL = "nsa-colab", "nsa-colab-auto"  # the second leaves MODEL at "auto"
+
+
+def write_kernelspec(python: str, env: dict, folder: Path, name: str = KERNEL) -> None:
+    spec = folder / "kernels" / name
     spec.mkdir(parents=True, exist_ok=True)
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--HistoryManager.hist_file=:memory:",
@@ -104,7 +113,7 @@ def point_install_at(nb: nbformat.NotebookNode, package: Path, tag: str) -> None
     hits[0].source = INSTALL.sub(package.as_uri(), hits[0].source)
 
 
-def run_one(path: Path, package: Path, tag: str, timeout: int) -> Optional[str]:
+def run_one(path: Path, package: Path, tag: str, timeout: int, kernel: str = KERNEL) -> Optional[str]:
     """Execute one notebook in a fresh 'Colab' working folder; the error text, or None."""
     nb = nbformat.read(path, as_version=4)
     try:
@@ -114,7 +123,7 @@ def run_one(path: Path, package: Path, tag: str, timeout: int) -> Optional[str]:
     content = WORK / "content" / path.stem
     shutil.rmtree(content, ignore_errors=True)
     content.mkdir(parents=True)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="nsa-colab",
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel,
                             resources={"metadata": {"path": str(content)}})
     signal.signal(signal.SIGTERM, lambda *_: _kill_kernel_and_exit(client))
     try:
@@ -126,22 +135,22 @@ def run_one(path: Path, package: Path, tag: str, timeout: int) -> Optional[str]:
     except CellExecutionError as error:
         return re.sub(r"\x1b\[[0-9;]*m", "", str(error))[-3000:]  # without the traceback's colours
     finally:
-        nbformat.write(nb, WORK / "executed" / path.name)
+        nbformat.write(nb, WORK / "executed" / (path.name if kernel == KERNEL else f"{path.stem}-{kernel}.ipynb"))
     return None
 
 
 HUNG = "no reply from the kernel"
 
 
-def run_isolated(path: Path, package: Path, tag: str, timeout: int) -> Optional[str]:
+def run_isolated(path: Path, package: Path, tag: str, timeout: int, kernel: str = KERNEL) -> Optional[str]:
     """:func:`run_one` in a process of its own (a fresh ZeroMQ context per notebook), so that one
     notebook's kernel cannot leave the next one's client waiting; the error text, or None."""
     code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import colab_check as c; "
-            "e = c.run_one(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])); "
+            "e = c.run_one(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[7]); "
             "print(e or '', end='', file=open(sys.argv[6], 'w')); sys.exit(1 if e else 0)")
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as report:
         done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(path), str(package),
-                               tag, str(timeout), report.name], env=os.environ.copy())
+                               tag, str(timeout), report.name, kernel], env=os.environ.copy())
         text = Path(report.name).read_text()
     if done.returncode and not text:
         return f"the notebook's runner exited with code {done.returncode}"
@@ -164,22 +173,25 @@ def serve_release_files(folder: Path):
     return server
 
 
-def returning_user(path: Path, package: Path, tag: str, timeout: int) -> Optional[str]:
-    """Run ``path`` again in a new kernel with the Drive of the first run, as a user does after a
-    disconnected runtime: every checkpoint on Drive must still be there, the same file (the run
-    is resumed, not deleted and trained again)."""
-    def checkpoints() -> dict:
-        return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (WORK / "drive").rglob("checkpoint.pt")}
+def _checkpoints() -> dict:
+    """Every checkpoint on the stub Drive, with what tells a rewritten file from the same one."""
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (WORK / "drive").rglob("*.pt")}
 
-    before = checkpoints()
+
+def returning_user(path: Path, package: Path, tag: str, timeout: int, kernel: str = KERNEL) -> Optional[str]:
+    """Run ``path`` again in a new kernel with the Drive of the first run, as a user does after a
+    disconnected runtime (or who opens it on a CPU runtime, ``kernel=AUTO_KERNEL``): every
+    checkpoint on Drive must still be there, the same file, and none is added (the run is
+    resumed or the reference model loaded, nothing deleted or trained again)."""
+    before = _checkpoints()
     if not before:
         return f"the first run of {path.name} left no checkpoint on the stub Drive ({WORK / 'drive'})"
-    error = run_isolated(path, package, tag, timeout)
+    error = run_isolated(path, package, tag, timeout, kernel)
     if error:
         return error
-    after = checkpoints()
-    changed = [str(p) for p in before if after.get(p) != before[p]]
-    return f"checkpoints deleted or rewritten by the second run: {changed}" if changed else None
+    after = _checkpoints()
+    changed = [str(p) for p in before if after.get(p) != before[p]] + [str(p) for p in after if p not in before]
+    return f"checkpoints deleted, rewritten or added by the second run: {changed}" if changed else None
 
 
 def _kill_kernel_and_exit(client: NotebookClient) -> None:
@@ -230,6 +242,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     failures, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as jupyter_path:
         write_kernelspec(python, env, Path(jupyter_path))
+        write_kernelspec(python, {**kernel_env(python, None), "NSA_WEIGHTS_URL": env["NSA_WEIGHTS_URL"]},
+                         Path(jupyter_path), AUTO_KERNEL)
         os.environ["JUPYTER_PATH"] = jupyter_path
         for path in notebooks:
             t0 = time.perf_counter()
@@ -248,6 +262,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                   "disconnect: the run on Drive is resumed, not deleted)", flush=True)
             if error:
                 failures.append("06_training.ipynb run again")
+                print("    " + error.replace("\n", "\n    "), flush=True)
+        for path in [p for p in notebooks if p.stem in ("06_training", "07_evaluation") and p.name not in failures]:
+            error = returning_user(path, package, tag, args.timeout, AUTO_KERNEL)
+            print(f"{'FAIL' if error else 'ok  '} {path.name + ', MODEL auto':28s} (a CPU runtime: the reference "
+                  "model is loaded, nothing is trained)", flush=True)
+            if error:
+                failures.append(f"{path.name} with MODEL auto")
                 print("    " + error.replace("\n", "\n    "), flush=True)
     after = probe(python, env)
     if (after["torch"], after["torch_mtime"]) != (before["torch"], before["torch_mtime"]):
