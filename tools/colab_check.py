@@ -175,7 +175,7 @@ def serve_release_files(folder: Path):
 
 def _checkpoints() -> dict:
     """Every checkpoint on the stub Drive, with what tells a rewritten file from the same one."""
-    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (WORK / "drive").rglob("*.pt")}
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (WORK / "drive").rglob("checkpoint.pt")}
 
 
 def returning_user(path: Path, package: Path, tag: str, timeout: int, kernel: str = KERNEL) -> Optional[str]:
