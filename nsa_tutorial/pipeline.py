@@ -16,6 +16,7 @@ import pickle
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from .calibration import DEFAULT_TARGET_FPR
 from .config import Config
 
 
@@ -110,7 +111,7 @@ def evaluate_category(data_root: str, category_name: str, checkpoint: Path, devi
             "mode": config.mode, "checkpoint": str(checkpoint), **result, "config": dataclasses.asdict(config)}
 
 
-def calibrate_checkpoint(model_path: Union[str, Path], images: Sequence, target_fpr: float = 0.01,
+def calibrate_checkpoint(model_path: Union[str, Path], images: Sequence, target_fpr: float = DEFAULT_TARGET_FPR,
                          device=None) -> dict:
     """Calibrate (again) the model in an existing ``model_path`` on normal ``images`` and store the
     result in it (:func:`nsa_tutorial.checkpoint.add_calibration`).  A new run calibrates before
