@@ -133,3 +133,20 @@ def test_paths_in_prose_and_code_and_relative_paths_pass():
     # the same text outside a cell output (prose, a code cell's source) is not an output
     assert page_problems('<div class="cell_input"><pre>train(config, data, "/tmp/a")</pre></div>') == []
     assert page_problems("<p>Colab keeps files in /tmp/ until the runtime ends.</p>") == []
+
+
+def _check_cell(printed: str) -> str:
+    """An exercise's check cell (tag "check"): its source and what grader.check showed."""
+    return ('<div class="cell tag_check docutils container"><div class="cell_input docutils container">'
+            '<pre>grader.check(<span class="s2">&quot;ex-model-1&quot;</span>)</pre></div>'
+            f'{_output(printed)}</div>')
+
+
+def test_an_exercise_check_that_did_not_pass_is_found():
+    assert page_problems(_check_cell("ex-model-1 results: All test cases passed!")) == []
+    failed = page_problems(_check_cell("ex-model-1 results:\n  test_against_models failed\n"
+                                       "AssertionError: saved = 3,136 does not match"))
+    assert len(failed) == 1 and "exercise check ex-model-1 did not pass" in failed[0] and "3,136" in failed[0]
+    # a check cell that shows nothing (not run, or its output removed) did not pass either
+    assert "did not pass" in page_problems('<div class="cell tag_check docutils container">'
+                                           '<pre>grader.check("ex-model-1")</pre></div>')[0]

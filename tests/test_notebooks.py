@@ -120,7 +120,7 @@ def test_colab_check_rewrites_only_the_install_url(tmp_path):
     after = _install_cell(nb)
     assert len(before) == len(after) == 1
     assert after[0] == colab_check.INSTALL.sub(tmp_path.as_uri(), before[0]) != before[0]
-    assert f'"nsa-tutorial @ {tmp_path.as_uri()}"' in after[0]
+    assert f'"nsa-tutorial[course] @ {tmp_path.as_uri()}"' in after[0]
     with pytest.raises(ValueError, match="one install cell"):
         colab_check.point_install_at(nb, tmp_path, tag)  # the URL is gone now
     fresh = nbformat.read(TOOLS.parent / "book" / "06_training.ipynb", as_version=4)
@@ -140,7 +140,7 @@ def test_an_install_cell_that_cannot_install_says_so_in_one_line(tmp_path, monke
     with pytest.raises(SystemExit) as stop:
         exec(_install_cell(nb)[0], {})
     message = str(stop.value)
-    assert "\n" not in message and message.startswith("Could not install nsa-tutorial @ file:")
+    assert "\n" not in message and message.startswith("Could not install nsa-tutorial[course] @ file:")
     assert "ERROR" in message and len(message) < 400, message
     monkeypatch.delitem(sys.modules, "google.colab")
     exec(_install_cell(nb)[0], {})  # elsewhere the cell does nothing

@@ -11,7 +11,9 @@ It fails (exit code 1, one line per problem) on:
   matplotlib object's repr (``glue`` without ``display=False``, a last line that is an expression);
 * machine detail in a cell's output (printed text, a result or a Markdown table): a path of
   the machine that built the book (the checkout, the home folder, the temporary folder, ``/tmp/``)
-  or its platform string (``Linux-6.1...-x86_64-with-glibc2.36``).
+  or its platform string (``Linux-6.1...-x86_64-with-glibc2.36``);
+* an exercise's check (a cell tagged ``check``) whose output does not report that every test
+  case passed: the book's own answer failed its check, or the check did not run.
 
 With ``--mathjax NODE_MODULES`` (a folder holding the ``mathjax-full`` npm package) and
 ``node`` on the path, it also typesets every formula with MathJax 3 itself
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import tempfile
 import shutil
@@ -69,9 +70,11 @@ class _Collector(HTMLParser):
         self.display: list[bool] = []  # per formula: a display (div) or inline (span)
         self.outputs: list[str] = []
         self.shown: list[str] = []  # the whole text of every cell output, whatever its kind
+        self.checks: list[str] = []  # the whole text of every exercise check cell (tag "check")
         self._stack: list[tuple[str, str | None]] = []  # (tag, what we collect inside it)
         self._text: list[str] = []
         self._shown: list[str] = []
+        self._check: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         if tag in ("br", "img", "meta", "link", "input", "hr", "col"):
@@ -90,6 +93,10 @@ class _Collector(HTMLParser):
             kind = "text_plain"
         elif "eqno" in classes:  # a numbered equation's "(7.1)" and its link, inside the math div
             kind = "skip"
+        if tag == "div" and "tag_check" in classes:
+            self._check = []
+            self._stack.append((tag, "check"))
+            return
         if tag == "div" and "cell_output" in classes and not self._in("cell_output"):
             self._shown = []
             self._stack.append((tag, "cell_output"))
@@ -110,12 +117,16 @@ class _Collector(HTMLParser):
             if kind in ("p", "math", "output") and not self._collecting():
                 text = "".join(self._text)
                 {"p": self.paragraphs, "math": self.math, "output": self.outputs}[kind].append(text)
+            if kind == "check":
+                self.checks.append("".join(self._check))
             if kind == "cell_output" and not self._in("cell_output"):
                 self.shown.append("".join(self._shown))
             if top == tag:
                 break
 
     def handle_data(self, data):
+        if self._in("check"):
+            self._check.append(data)
         if self._in("cell_output"):
             self._shown.append(data)
         if self._collecting() and not self._in("skip"):
@@ -184,6 +195,11 @@ def page_problems(html: str, node_modules: Path | None = None) -> list[str]:
     paths = machine_paths()
     for text in page.shown:
         problems += [f"machine detail in an output: {leak}" for leak in leaks(text, paths)]
+    for text in page.checks:
+        if "All test cases passed" not in text:
+            name = re.search(r"grader\.check\(\W*([\w-]+)", text)
+            problems.append(f"exercise check {name.group(1) if name else '?'} did not pass: "
+                            f"{' '.join(text.split())[-100:]!r}")
     return problems
 
 

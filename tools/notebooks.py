@@ -28,6 +28,8 @@ import jupytext
 import nbformat
 import yaml
 
+from nsa_tutorial.exercises import strip_solutions
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 KEEP_METADATA = ("accelerator", "colab", "kernelspec")
@@ -176,7 +178,9 @@ class Converter:
                 cells += self.markdown(cell.source, ctx)
             else:
                 tags = cell.metadata.get("tags")
-                cells.append(nbformat.v4.new_code_cell(cell.source, metadata={"tags": tags} if tags else {}))
+                # an exercise's answer cell: the student edition gets it with the solution cut out
+                source = strip_solutions(cell.source) if self.student and "answer" in (tags or []) else cell.source
+                cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": tags} if tags else {}))
         cells.insert(1, nbformat.v4.new_markdown_cell(NOTE.format(name=md.stem)))
         for k, cell in enumerate(cells):
             cell["id"] = hashlib.sha1(f"{md.stem}:{k}".encode()).hexdigest()[:8]

@@ -3,7 +3,9 @@
     python tools/student.py            # build _build/student/ from the executed main build, then check it
     python tools/student.py --check    # only check: no solution text in the student HTML and notebooks
 
-The book is rebuilt by jupyter-book with sphinx-exercise's ``hide_solutions``, from the
+Answer cells (tag ``answer``) reach the student notebooks with their solution cut out
+(``nsa_tutorial.exercises.strip_solutions``) and are removed from the student pages, with
+the outputs of the checks that report on them. The book is rebuilt by jupyter-book with sphinx-exercise's ``hide_solutions``, from the
 same sources, with the outputs that `make book` stored in its execution cache
 (``_build/.jupyter_cache``): nothing is executed again, so it takes a Sphinx build's time. Source copies, download and launch buttons are switched
 off, as they would hand out the sources with their solutions. The notebooks come from
@@ -25,7 +27,11 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import jupytext
 import yaml
+from bs4 import BeautifulSoup
+
+from nsa_tutorial.exercises import strip_solutions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import notebooks  # noqa: E402  (tools/notebooks.py)
@@ -57,8 +63,36 @@ def solution_fragments(md_text: str, min_words: int = 5) -> List[str]:
     return fragments
 
 
+def answer_fragments(md: Path) -> List[str]:
+    """From each answer cell of ``md`` (tag ``answer``), its longest solution line (what
+    ``strip_solutions`` cuts out of the student edition)."""
+    fragments = []
+    for cell in jupytext.read(md, fmt="md:myst").cells:
+        if cell.cell_type == "code" and "answer" in cell.metadata.get("tags", []):
+            kept = set(strip_solutions(cell.source).splitlines())
+            cut = [line.split("#")[0].strip() for line in cell.source.splitlines() if line not in kept]
+            fragments.append(_plain(max(cut, key=len)))
+    return fragments
+
+
 def all_fragments() -> Dict[str, List[str]]:
-    return {md.name: solution_fragments(md.read_text()) for md in sorted((ROOT / "book").glob("*.md"))}
+    return {md.name: solution_fragments(md.read_text()) + answer_fragments(md)
+            for md in sorted((ROOT / "book").glob("*.md"))}
+
+
+def remove_answers(html_dir: Path) -> int:
+    """Delete the answer cells (and the checks' outputs, which report on them) from the built
+    pages: their tags become the cells' CSS classes ``tag_answer`` and ``tag_check``."""
+    removed = 0
+    for page in html_dir.rglob("*.html"):
+        soup = BeautifulSoup(page.read_text(), "html.parser")
+        found = soup.select("div.tag_answer") + soup.select("div.tag_check div.cell_output")
+        for element in found:
+            element.decompose()
+        if found:
+            page.write_text(str(soup))
+            removed += len(found)
+    return removed
 
 
 def html_text(folder: Path) -> str:
@@ -142,6 +176,7 @@ def build(strict: bool = True) -> None:
     shutil.rmtree(OUT / "_build", ignore_errors=True)
     subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(src), "--path-output", str(OUT),
                     *(["--warningiserror"] if strict else []), "--keep-going", "--all"], check=True)
+    remove_answers(OUT / "_build" / "html")
     notebooks.main(["--student", str(OUT / "notebooks")])
 
 
