@@ -4,6 +4,7 @@ fails each with its message, and the instructor's grading command writes the tab
 
 import csv
 import re
+import sys
 from pathlib import Path
 
 import jupytext
@@ -15,6 +16,8 @@ otter = pytest.importorskip("otter")
 from nsa_tutorial import exercises  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import notebooks  # noqa: E402  (tools/notebooks.py: the student edition's notebooks)
 
 # What a chapter defined before its answer cell, where the answer uses it (chapter 07's example).
 CONTEXT = {"ex-evaluation-2": '''
@@ -98,10 +101,27 @@ def test_the_books_answer_passes(name):
     assert run(name, ANSWERS[name]) == (True, "passed")
 
 
+def student_answer_cells():
+    """{exercise: its answer cell in the student edition's notebook} (tools/notebooks.py --student)."""
+    found = {}
+    for md in notebooks.chapters():
+        cells = [c for c in notebooks.Converter(student=True).notebook(md).cells if c.cell_type == "code"]
+        for cell, after in zip(cells, cells[1:]):
+            if "answer" in cell.metadata.get("tags", []):
+                found[exercises.CHECK_CALL.search(after.source).group(1)] = cell.source
+    return found
+
+
+@pytest.fixture(scope="module")
+def student_cells():
+    return student_answer_cells()
+
+
 @pytest.mark.parametrize("name", exercises.names())
-def test_the_untouched_student_cell_fails(name):
-    student = exercises.strip_solutions(ANSWERS[name])
+def test_the_untouched_student_cell_fails(name, student_cells):
+    student = student_cells[name]
     assert "SOLUTION" not in student and student != ANSWERS[name]
+    assert student == exercises.strip_solutions(ANSWERS[name])
     passed, message = run(name, student)
     assert not passed
     assert "still ..." in message or "returned None" in message, message
