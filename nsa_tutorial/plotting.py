@@ -63,17 +63,22 @@ def show_grid(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = No
     return fig
 
 
-def add_colorbar(fig, vmax: float, cmap: str = "jet", label: str = "anomaly score", vmin: float = 0.0):
+def add_colorbar(fig, vmax: float, cmap: str = "jet", label: str = "anomaly score", vmin: float = 0.0,
+                 fontsize: float = 10):
     """One colour bar beside all panels of ``fig`` for values drawn with ``cmap`` on ``[vmin, vmax]``.
 
     Use it with :func:`overlay_heatmap` (same ``cmap`` and ``vmax``), whose RGB pictures carry no scale.
+    ``fontsize``: of its label and ticks (a wide figure is shrunk to the page, its text with it).
     Returns the colour bar.  Book chapters: *Labels*, *Evaluation*.
     """
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
     scale = ScalarMappable(Normalize(vmin, vmax), cmap)
-    return fig.colorbar(scale, ax=fig.axes, shrink=0.8, fraction=0.03, pad=0.02, label=label)
+    bar = fig.colorbar(scale, ax=fig.axes, shrink=0.8, fraction=0.03, pad=0.02)
+    bar.set_label(label, size=fontsize)
+    bar.ax.tick_params(labelsize=fontsize)
+    return bar
 
 
 def show_heatmaps(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], titles: Sequence[str],
