@@ -7,6 +7,7 @@
 #   make sync-check   - fail if a committed .ipynb is not what `make notebooks` writes
 #   make colab-check  - execute the committed .ipynb the way Colab does (tools/colab_check.py)
 #   make student      - the student edition (no solutions), after `make book`
+#   make slides       - one reveal.js deck per chapter in _build/slides/ (tools/slides.py), after `make book`
 #   make lint-workflows - actionlint on .github/workflows (the book's publishing workflow)
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +17,7 @@ STAMP := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
 MATHJAX := _build/mathjax/node_modules
 
-.PHONY: test book notebooks sync-check colab-check student bench lint-workflows clean
+.PHONY: test book notebooks sync-check colab-check student slides bench lint-workflows clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +73,19 @@ colab-check: $(STAMP) $(COLAB_STAMP)
 student: $(STAMP)
 	test -d _build/.jupyter_cache || $(MAKE) book
 	NSA_MODE=quick PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/student.py
+
+# Slide decks of the cells tagged `slide` in the chapters' .md, from the notebooks `make book` executed
+# (nothing runs again), checked in headless Chromium. reveal.js (the version nbconvert's template is
+# written for), MathJax 2 (what it configures), require.js and jQuery come from the npm registry once
+# and are copied next to the decks: _build/slides/ works offline and can be zipped as it is.
+SLIDES_DEPS := _build/slides-deps/node_modules
+SLIDES_NPM := reveal.js@4.0.2 mathjax@2.7.9 requirejs@2.1.10 jquery@2.2.4
+slides: $(STAMP)
+	test -d _build/jupyter_execute/book || $(MAKE) book
+	@test "$$(cat $(SLIDES_DEPS)/.packages 2>/dev/null)" = "$(SLIDES_NPM)" || { npm install --silent --no-audit \
+		--no-fund --prefix $(dir $(SLIDES_DEPS)) $(SLIDES_NPM) >/dev/null && echo "$(SLIDES_NPM)" > $(SLIDES_DEPS)/.packages; }
+	$(BIN)/python tools/slides.py --deps $(SLIDES_DEPS)
+	$(BIN)/python tools/slides.py --check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synthesis.py
