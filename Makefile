@@ -7,6 +7,7 @@
 #   make sync-check   - fail if a committed .ipynb is not what `make notebooks` writes
 #   make colab-check  - execute the committed .ipynb the way Colab does (tools/colab_check.py)
 #   make student      - the student edition (no solutions), after `make book`
+#   make pdf          - PDFs of the book and of the student edition in _build/pdf/ (tools/pdf.py), after `make book`
 #   make slides       - one reveal.js deck per chapter in _build/slides/ (tools/slides.py), after `make book`
 #   make lint-workflows - actionlint on .github/workflows (the book's publishing workflow)
 PYTHON ?= python3
@@ -17,7 +18,7 @@ STAMP := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
 MATHJAX := _build/mathjax/node_modules
 
-.PHONY: test book notebooks sync-check colab-check student slides bench lint-workflows clean
+.PHONY: test book notebooks sync-check colab-check student slides pdf bench lint-workflows clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +87,15 @@ slides: $(STAMP)
 		--no-fund --prefix $(dir $(SLIDES_DEPS)) $(SLIDES_NPM) >/dev/null && echo "$(SLIDES_NPM)" > $(SLIDES_DEPS)/.packages; }
 	$(BIN)/python tools/slides.py --deps $(SLIDES_DEPS)
 	$(BIN)/python tools/slides.py --check
+
+# PDFs of the book and of the student edition, from the cache `make book` filled (nothing runs again),
+# printed by Debian's Chromium with MathJax from npm (no network) and checked with poppler-utils
+# (apt-get install chromium poppler-utils; fonts-symbola for the checks' emoji).
+pdf: $(STAMP)
+	test -d _build/.jupyter_cache || $(MAKE) book
+	@test -d $(MATHJAX)/mathjax-full || npm install --silent --no-audit --no-fund --prefix $(dir $(MATHJAX)) \
+		mathjax-full@$(MATHJAX_VERSION) >/dev/null
+	NSA_MODE=quick PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/pdf.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synthesis.py
