@@ -223,8 +223,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         shutil.rmtree(WORK / sub, ignore_errors=True)
         (WORK / sub).mkdir(parents=True)
     env = kernel_env(python)
-    subprocess.run([python, "-m", "pip", "uninstall", "-q", "-y", "nsa-tutorial"], env=env, capture_output=True,
-                   cwd=WORK)
+    # what an earlier check's install cells added: the package, and from its course extra what Colab lacks
+    subprocess.run([python, "-m", "pip", "uninstall", "-q", "-y", "nsa-tutorial", "otter-grader", "jupytext"], env=env,
+                   capture_output=True, cwd=WORK)
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           env=env, capture_output=True, text=True, cwd=WORK).stdout.strip()
     shutil.rmtree(Path(site) / "nsa_tutorial", ignore_errors=True)  # numba's cache files outlive pip uninstall
