@@ -106,6 +106,21 @@ def near(what: str, got: float, want: float, tol: float) -> None:
         raise AssertionError(f"{what}: off by {diff:.3g} (tolerance {tol:.3g})")
 
 
+def tried_patches(n_max: int, samples: int, seed: int):
+    """How many patches :func:`~nsa_tutorial.synthesis.make_anomaly` tried (blended, or skipped
+    because a constraint or the blend failed) in each of ``samples`` samples of a texture config
+    with ``n_max``, on a pair of random 64 x 64 images: the count that the patch process draws."""
+    import numpy as np
+
+    from .config import get_config
+    from .synthesis import make_anomaly
+
+    rng, config = np.random.default_rng(seed), get_config("texture_brick", n_max=n_max)
+    dest, src = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
+    anomalies = (make_anomaly(dest, src, config, np.random.default_rng([seed, i])) for i in range(samples))
+    return np.array([len(a.dest_rects) + a.skipped for a in anomalies])
+
+
 def result(name: str, check) -> tuple[bool, str]:
     """(passed, message) of ``grader.check(name)``: the first failure's last line, or 'passed'."""
     if check.passed_all:
@@ -138,11 +153,10 @@ def grade_notebook(path: Path, timeout: int = 1800) -> List[Dict[str, str]]:
     if not exercises:
         return []
     nb.cells.append(nbformat.v4.new_code_cell(results_cell(exercises)))
-    # the kernel inherits this process's environment: quick mode unless the instructor set NSA_MODE
-    os.environ.setdefault("NSA_MODE", "quick")
-    os.environ.setdefault("NSA_NO_WIDGETS", "1")
+    # the kernel's environment: quick mode unless the instructor set NSA_MODE
+    env = {"NSA_MODE": "quick", "NSA_NO_WIDGETS": "1", **os.environ}
     with tempfile.TemporaryDirectory(prefix="nsa-grade-") as work:  # whatever the notebook writes goes here
-        NotebookClient(nb, timeout=timeout, allow_errors=True, resources={"metadata": {"path": work}}).execute()
+        NotebookClient(nb, timeout=timeout, allow_errors=True, resources={"metadata": {"path": work}}).execute(env=env)
     printed = "".join(o.get("text", "") for o in nb.cells[-1].get("outputs", []) if o.get("name") == "stdout")
     student = path.stem
     if _RESULTS not in printed:
