@@ -101,7 +101,7 @@ def test_the_extension_registers_myst_nbs_hidden_cell_node_for_singlehtml():
     assert calls == [("HideCodeCellNode", ["override", "singlehtml"])]
 
 
-@pytest.mark.skipif(not (Path(pdf.CHROMIUM).exists() and shutil.which("pdftotext")
+@pytest.mark.skipif(not (Path(pdf.browser.CHROMIUM).exists() and shutil.which("pdftotext")
                          and (pdf.MATHJAX / "tex-chtml-full.js").exists()),
                     reason="needs /usr/bin/chromium, poppler-utils and `make book`'s mathjax-full")
 def test_a_page_prints_on_a4_with_typeset_math_wrapped_code_and_a_page_number(tmp_path):

@@ -36,7 +36,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import unicodedata
 from pathlib import Path
@@ -46,13 +45,13 @@ import yaml
 from bs4 import BeautifulSoup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import browser  # noqa: E402  (tools/browser.py: Chromium without the network)
 import student  # noqa: E402  (tools/student.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = ROOT / "_build"
 OUT = MAIN / "pdf"
 MATHJAX = MAIN / "mathjax" / "node_modules" / "mathjax-full" / "es5"
-CHROMIUM = "/usr/bin/chromium"
 EDITIONS = {"nsa-tutorial": False, "nsa-tutorial-student": True}  # PDF name: student edition?
 
 
@@ -120,12 +119,8 @@ def for_print(page: Path, student_edition: bool) -> Path:
 def chromium_pdf(page: Path, pdf: Path) -> None:
     """Print ``page`` to ``pdf``, without the network (every host name fails to resolve); the
     virtual time budget lets MathJax typeset every formula first."""
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND",
-                        "--virtual-time-budget=60000", "--no-pdf-header-footer", f"--print-to-pdf={pdf}",
-                        page.as_uri()], check=True, capture_output=True, timeout=900)
+    browser.run(page.as_uri(), "--virtual-time-budget=60000", "--no-pdf-header-footer", f"--print-to-pdf={pdf}",
+                timeout=900, check=True)
 
 
 def build() -> None:

@@ -39,14 +39,15 @@ from jinja2 import DictLoader
 from myst_nb.core.variables import format_plain_text
 from nbconvert import SlidesExporter
 
+import browser  # tools/browser.py: Chromium without the network
 import notebooks  # tools/notebooks.py: its MyST -> Markdown conversion
+from browser import CHROMIUM
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTED = ROOT / "_build" / "jupyter_execute" / "book"
 CACHE = ROOT / "_build" / ".jupyter_cache"
 OUT = ROOT / "_build" / "slides"
 SHOTS = ROOT / "_build" / "slides-shots"
-CHROMIUM = "/usr/bin/chromium"
 # what the decks load, relative to _build/slides/ (MathJax: only the TeX -> CommonHTML parts)
 ASSETS = {
     **{f"reveal.js/{p}": f"reveal.js/{p}" for p in (
@@ -220,13 +221,8 @@ def build(deps: Path) -> int:
 
 
 def chromium(url: str, *flags: str) -> subprocess.CompletedProcess:
-    """Headless Chromium on ``url`` that can reach no network (every host name fails to resolve)."""
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr",
-             "--virtual-time-budget=10000", *flags, url], capture_output=True, text=True, timeout=120)
+    """Headless Chromium on ``url`` without the network, its log on stderr, 10 s of virtual time."""
+    return browser.run(url, "--enable-logging=stderr", "--virtual-time-budget=10000", *flags)
 
 
 def problems(deck_html: Path) -> List[str]:
