@@ -149,7 +149,8 @@ def grade_notebook(path: Path, timeout: int = 1800) -> List[Dict[str, str]]:
 
     nb = nbformat.read(path, as_version=4)
     called = [m for cell in nb.cells if cell.cell_type == "code" for m in CHECK_CALL.findall(cell.source)]
-    exercises = [n for n in dict.fromkeys(called) if n in names()]
+    known = set(names())
+    exercises = [n for n in dict.fromkeys(called) if n in known]
     if not exercises:
         return []
     nb.cells.append(nbformat.v4.new_code_cell(results_cell(exercises)))
